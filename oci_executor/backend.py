@@ -1,0 +1,122 @@
+"""The backend contract: the container verbs every backend implements.
+
+A backend drives one kind of container engine. The core executor only ever calls these
+verbs, in this order for one task::
+
+    available() -> create(spec) -> copy_in(...) -> exec(...) -> copy_out(...) -> remove(...)
+
+A container made by ``create`` can serve several ``copy_in``/``exec``/``copy_out`` rounds
+before it is removed, so a warm container can run many tasks.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+PullPolicy = Literal["missing", "always", "never"]
+PULL_POLICIES: tuple[str, ...] = ("missing", "always", "never")
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """How to reach and use an engine; built by the executor from its options."""
+
+    address: str | None = None
+    """Engine socket URL (``unix:///...``, ``tcp://...``); ``None`` means the backend's default."""
+    pull_policy: PullPolicy = "missing"
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What to create: an immutable description of one container."""
+
+    image: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    python: str = "python3"
+    """Interpreter inside the image; the container's main process runs it."""
+    idle_timeout: float = 60.0
+    """The container ends itself when no task has signalled life for this many seconds."""
+    max_lifetime: float = 24 * 3600.0
+    """The container ends itself after this many seconds, whatever it is doing."""
+
+
+@dataclass(frozen=True)
+class Container:
+    """A handle on a created container, returned by :meth:`Backend.create`."""
+
+    id: str
+    backend: str
+    image: str
+    image_id: str
+    scratch_dir: str
+    """Folder inside the container where task folders are copied."""
+    python: str
+    """Interpreter to exec inside the container."""
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """The outcome of one :meth:`Backend.exec`."""
+
+    exit_code: int
+    stdout: bytes = b""
+    stderr: bytes = b""
+
+
+class Backend(abc.ABC):
+    """One container engine, driven through a few typed verbs.
+
+    Subclasses set :attr:`name`, are constructed with a :class:`BackendConfig` and must map
+    their engine's exceptions to :mod:`oci_executor.errors` types.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, config: BackendConfig | None = None) -> None:
+        self.config = config or BackendConfig()
+
+    @abc.abstractmethod
+    def available(self) -> bool:
+        """Whether the engine answers now; never raises."""
+
+    def describe(self) -> str:
+        """A short human description (engine and address) for messages."""
+        return self.name
+
+    @abc.abstractmethod
+    def create(self, spec: ContainerSpec) -> Container:
+        """Create and start a container that waits for tasks; pull the image per policy."""
+
+    @abc.abstractmethod
+    def copy_in(self, container: Container, dest_dir: str, files: Mapping[str, bytes]) -> None:
+        """Write ``files`` (relative path -> content) under ``dest_dir`` in the container."""
+
+    @abc.abstractmethod
+    def exec(
+        self,
+        container: Container,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+    ) -> ExecResult:
+        """Run ``argv`` in the container and wait for it."""
+
+    @abc.abstractmethod
+    def copy_out(self, container: Container, src_dir: str) -> dict[str, bytes]:
+        """Read every regular file under ``src_dir`` (relative path -> content)."""
+
+    @abc.abstractmethod
+    def stop(self, container: Container) -> None:
+        """Stop the container at once (running execs are killed)."""
+
+    @abc.abstractmethod
+    def remove(self, container: Container) -> None:
+        """Remove the container and everything in it; a missing container is not an error."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections or helper processes held by the backend."""

@@ -1,0 +1,1 @@
+"""Built-in backends: ``local``, ``docker`` and ``podman``, one module each."""

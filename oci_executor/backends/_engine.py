@@ -1,0 +1,351 @@
+"""What the Docker and Podman backends share.
+
+Both SDKs expose the same high-level objects (``client.images``, ``client.containers``,
+``container.put_archive``...). :class:`EngineBackend` implements every verb once on top of
+them; a subclass says how to connect, how to read an exec result, and how to name its engine.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import io
+import posixpath
+import tarfile
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from oci_executor.backend import Backend, BackendConfig, Container, ContainerSpec, ExecResult
+from oci_executor.errors import (
+    BackendError,
+    ContainerError,
+    EnginePermissionError,
+    EngineUnavailableError,
+    ImageHasNoPythonError,
+    ImageNotFoundError,
+    ImagePullError,
+    OCIExecutorError,
+)
+
+SCRATCH_DIR = "/tmp/oci-executor"
+HEARTBEAT = SCRATCH_DIR + "/heartbeat"
+
+# The container's main process. It ends (and the engine then removes the container) when
+# no task has touched the heartbeat file for IDLE seconds, or after LIFETIME seconds, so a
+# container never outlives a killed executor for long. Python 2/3 compatible on purpose:
+# it must run long enough in any image for the version check to report a mismatch.
+WATCHDOG = """\
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+idle, life, hb = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+start = time.time()
+while True:
+    time.sleep(0.5)
+    now = time.time()
+    try:
+        last = max(os.stat(hb).st_mtime, start)
+    except OSError:
+        last = start
+    if now - start > life or now - last > idle:
+        sys.exit(0)
+"""
+
+
+def make_tar(dest_dir: str, files: Mapping[str, bytes]) -> bytes:
+    """A tar archive placing ``files`` under ``dest_dir`` (entries relative to ``/``)."""
+    buffer = io.BytesIO()
+    base = dest_dir.strip("/")
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        dirs: set[str] = set()
+        for relative, content in files.items():
+            name = posixpath.normpath(posixpath.join(base, relative))
+            if name.startswith("..") or not name.startswith(base):
+                raise ContainerError(f"file {relative!r} would land outside {dest_dir!r}")
+            parent = posixpath.dirname(name)
+            missing = []
+            while parent and parent not in dirs:
+                missing.append(parent)
+                dirs.add(parent)
+                parent = posixpath.dirname(parent)
+            for directory in reversed(missing):
+                info = tarfile.TarInfo(directory)
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o1777 if directory == base or directory == SCRATCH_DIR.strip("/") else 0o755
+                tar.addfile(info)
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def read_tar(chunks: Any, src_dir: str) -> dict[str, bytes]:
+    """Regular files of a ``get_archive`` stream, keyed by path relative to ``src_dir``."""
+    data = b"".join(chunks)
+    top = posixpath.basename(src_dir.rstrip("/"))
+    files: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            name = member.name
+            relative = name[len(top) + 1 :] if name.startswith(top + "/") else name
+            extracted = tar.extractfile(member)
+            if extracted is not None:
+                files[relative] = extracted.read()
+    return files
+
+
+class EngineBackend(Backend):
+    """A backend driving a Docker-API-like engine through its Python SDK."""
+
+    engine: str = "engine"
+    """Human name of the engine, for messages."""
+    start_hint: str = ""
+    """How to start the engine, for messages."""
+
+    def __init__(self, config: BackendConfig | None = None) -> None:
+        super().__init__(config)
+        self._client: Any = None
+        self._containers: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    # -- what subclasses provide -------------------------------------------------------
+
+    @abc.abstractmethod
+    def address(self) -> str:
+        """The socket URL this backend connects to."""
+
+    @abc.abstractmethod
+    def _connect(self) -> Any:
+        """A new SDK client for :meth:`address`."""
+
+    @abc.abstractmethod
+    def _map_error(self, exc: Exception, action: str) -> OCIExecutorError | None:
+        """Our error for an SDK exception, or ``None`` to use the generic mapping."""
+
+    @abc.abstractmethod
+    def _exec_result(self, raw: Any) -> ExecResult:
+        """Convert the SDK's ``exec_run(..., demux=True)`` return value."""
+
+    def _pull(self, client: Any, image: str) -> Any:
+        """Pull ``image`` and return the image object."""
+        return client.images.pull(image)
+
+    def _create_kwargs(self, spec: ContainerSpec) -> dict[str, Any]:
+        """Extra keyword arguments for ``containers.create``."""
+        return {}
+
+    # -- connection and error mapping --------------------------------------------------
+
+    def describe(self) -> str:
+        return f"{self.name} at {self.address()}"
+
+    def unavailable(self, detail: str) -> EngineUnavailableError:
+        """The error for an engine whose socket does not answer."""
+        if "permission denied" in detail.lower() or "errno 13" in detail.lower():
+            return EnginePermissionError(
+                f"permission denied on the {self.engine} socket {self.address()}: {detail}. "
+                f"Add your user to the group that owns the socket, or point the executor's "
+                f"'address' option at a socket you may use (for Podman, your rootless socket)."
+            )
+        return EngineUnavailableError(
+            f"the {self.engine} engine does not answer at {self.address()}: {detail}. {self.start_hint}"
+        )
+
+    def client(self) -> Any:
+        """The SDK client, connected on first use."""
+        with self._lock:
+            if self._client is None:
+                try:
+                    client = self._connect()
+                    client.ping()
+                except Exception as exc:  # noqa: BLE001 - every connect failure is "unavailable"
+                    raise self.unavailable(_describe(exc)) from exc
+                self._client = client
+            return self._client
+
+    def available(self) -> bool:
+        try:
+            self.client()
+        except OCIExecutorError:
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Map SDK exceptions raised in the block to ours."""
+        try:
+            yield
+        except OCIExecutorError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this is the boundary
+            mapped = self._map_error(exc, action)
+            if mapped is None:
+                text = _describe(exc)
+                lowered = text.lower()
+                if any(s in lowered for s in ("connection refused", "no such file", "connection aborted")):
+                    mapped = self.unavailable(text)
+                else:
+                    mapped = ContainerError(f"{self.engine} failed to {action}: {text}")
+            raise mapped from exc
+
+    # -- images ------------------------------------------------------------------------
+
+    def ensure_image(self, image: str) -> Any:
+        """The image object, pulled according to the pull policy."""
+        client = self.client()
+        policy = self.config.pull_policy
+        if policy != "always":
+            local = self._find_image(client, image)
+            if local is not None:
+                return local
+            if policy == "never":
+                raise ImageNotFoundError(
+                    f"image {image!r} is not in the {self.engine} image store at {self.address()} "
+                    f"and pull_policy='never'. Build or load it there first "
+                    f"(`{self.name} build`, `{self.name} load`, `{self.name} pull {image}`), "
+                    "or use pull_policy='missing'."
+                )
+        try:
+            with self._errors(f"pull {image}"):
+                pulled = self._pull(client, image)
+                if not getattr(pulled, "id", None):
+                    raise ContainerError(f"{self.engine} returned no image for {image!r}")
+                return pulled
+        except OCIExecutorError as exc:
+            raise ImagePullError(
+                f"could not pull image {image!r} with {self.describe()} (pull_policy={policy!r}): {exc}. "
+                "Check the image name and your registry access, or build/load the image locally "
+                "and use pull_policy='missing' or 'never'."
+            ) from exc
+
+    def _find_image(self, client: Any, image: str) -> Any | None:
+        try:
+            with self._errors(f"look up image {image}"):
+                return client.images.get(image)
+        except ContainerError as exc:
+            if _is_not_found(exc.__cause__):
+                return None
+            raise
+
+    # -- verbs -------------------------------------------------------------------------
+
+    def create(self, spec: ContainerSpec) -> Container:
+        client = self.client()
+        image = self.ensure_image(spec.image)
+        command = [spec.python, "-c", WATCHDOG, str(spec.idle_timeout), str(spec.max_lifetime), HEARTBEAT]
+        with self._errors(f"create a container from {spec.image}"):
+            obj = client.containers.create(
+                image.id,
+                command=command,
+                labels=dict(spec.labels),
+                environment=dict(spec.env),
+                auto_remove=True,
+                detach=True,
+                **self._create_kwargs(spec),
+            )
+        try:
+            with self._errors(f"start a container from {spec.image}"):
+                obj.start()
+        except ContainerError as exc:
+            _force_remove(obj)
+            text = str(exc).lower()
+            if "executable file not found" in text or "no such file or directory" in text:
+                raise ImageHasNoPythonError(
+                    f"image {spec.image!r} has no Python at {spec.python!r}: {exc}. "
+                    "Use an image with the host's Python major.minor, or set the executor's "
+                    "'python' option to the interpreter's path in the image."
+                ) from exc
+            raise
+        with self._lock:
+            self._containers[obj.id] = obj
+        return Container(
+            id=obj.id,
+            backend=self.name,
+            image=spec.image,
+            image_id=str(image.id),
+            scratch_dir=SCRATCH_DIR,
+            python=spec.python,
+        )
+
+    def _obj(self, container: Container) -> Any:
+        with self._lock:
+            obj = self._containers.get(container.id)
+        if obj is None:
+            with self._errors(f"find container {container.id[:12]}"):
+                obj = self.client().containers.get(container.id)
+        return obj
+
+    def copy_in(self, container: Container, dest_dir: str, files: Mapping[str, bytes]) -> None:
+        data = make_tar(dest_dir, files)
+        with self._errors(f"copy files into container {container.id[:12]}"):
+            if not self._obj(container).put_archive("/", data):
+                raise ContainerError(f"{self.engine} refused to copy files into {container.id[:12]}")
+
+    def exec(
+        self,
+        container: Container,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+    ) -> ExecResult:
+        kwargs: dict[str, Any] = {"demux": True}
+        if env:
+            kwargs["environment"] = dict(env)
+        if workdir:
+            kwargs["workdir"] = workdir
+        with self._errors(f"exec in container {container.id[:12]}"):
+            return self._exec_result(self._obj(container).exec_run(list(argv), **kwargs))
+
+    def copy_out(self, container: Container, src_dir: str) -> dict[str, bytes]:
+        with self._errors(f"copy files out of container {container.id[:12]}"):
+            chunks, _stat = self._obj(container).get_archive(src_dir)
+            return read_tar(chunks, src_dir)
+
+    def stop(self, container: Container) -> None:
+        obj = self._obj(container)
+        with contextlib.suppress(Exception):
+            obj.kill()
+
+    def remove(self, container: Container) -> None:
+        with self._lock:
+            obj = self._containers.pop(container.id, None)
+        if obj is None:
+            try:
+                obj = self.client().containers.get(container.id)
+            except Exception:  # noqa: BLE001 - already gone
+                return
+        _force_remove(obj)
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+            self._containers.clear()
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+
+def _force_remove(obj: Any) -> None:
+    """Kill and remove a container; gone or already being removed is fine."""
+    try:
+        obj.remove(force=True)
+    except Exception as exc:  # noqa: BLE001
+        if _is_not_found(exc) or "already in progress" in str(exc).lower():
+            return
+        raise BackendError(f"could not remove container {obj.id[:12]}: {_describe(exc)}") from exc
+
+
+def _is_not_found(exc: BaseException | None) -> bool:
+    if exc is None:
+        return False
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return status == 404 or type(exc).__name__ in ("NotFound", "ImageNotFound", "NotFoundError")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())[:500]

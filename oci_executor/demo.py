@@ -1,0 +1,124 @@
+"""The main job: the seed's workflow (add, then multiply) on the best backend available.
+
+Run with ``python -m oci_executor.demo`` (or ``oci-executor-demo``). It starts a Covalent
+server if none is running, and stops it afterwards if it started it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+
+from oci_executor.backend import BackendConfig
+from oci_executor.errors import OCIExecutorError
+from oci_executor.oci import _EXECUTOR_PLUGIN_DEFAULTS
+from oci_executor.registry import AUTO_ORDER, default_registry
+
+
+def server_url() -> str:
+    from covalent._shared_files.config import get_config
+
+    return f"http://{get_config('dispatcher.address')}:{get_config('dispatcher.port')}"
+
+
+def server_running(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/api/v2/dispatches?count=1", timeout=2):
+            return True
+    except Exception:  # noqa: BLE001 - any failure means "not serving"
+        return False
+
+
+def _covalent_cli() -> list[str]:
+    exe = shutil.which("covalent", path=os.path.dirname(sys.executable)) or shutil.which("covalent")
+    return [exe] if exe else [sys.executable, "-m", "covalent"]
+
+
+@contextlib.contextmanager
+def covalent_server(timeout: float = 60.0) -> Iterator[str]:
+    """Yield the URL of a running Covalent server, starting (and later stopping) one if needed."""
+    url = server_url()
+    if server_running(url):
+        yield url
+        return
+    print(f"Starting a Covalent server at {url} ...", file=sys.stderr)
+    subprocess.run([*_covalent_cli(), "start", "--no-cluster"], check=True, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while not server_running(url):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Covalent server did not answer at {url} within {timeout:.0f} s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        print("Stopping the Covalent server ...", file=sys.stderr)
+        subprocess.run([*_covalent_cli(), "stop"], check=False, stdout=subprocess.DEVNULL)
+
+
+def pick_backend(image: str) -> str:
+    """The first of podman, docker that answers and has (or can pull) ``image``; else local."""
+    registry = default_registry()
+    for name in AUTO_ORDER:
+        if name == "local":
+            break
+        backend = registry.get(name)(BackendConfig())
+        try:
+            if not backend.available():
+                print(f"  {name}: not available ({backend.describe()})", file=sys.stderr)
+                continue
+            backend.ensure_image(image)  # type: ignore[attr-defined]
+            return name
+        except OCIExecutorError as exc:
+            print(f"  {name}: cannot use image {image!r}: {str(exc).splitlines()[0][:160]}", file=sys.stderr)
+        finally:
+            backend.close()
+    return "local"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--image",
+        default=os.environ.get("OCI_EXECUTOR_IMAGE", _EXECUTOR_PLUGIN_DEFAULTS["image"]),
+        help="image with the host's Python (default: $OCI_EXECUTOR_IMAGE or %(default)s)",
+    )
+    parser.add_argument("--backend", default=None, help="force a backend instead of probing")
+    options = parser.parse_args(argv)
+
+    import covalent as ct
+
+    from oci_executor import OCIExecutor
+
+    print("Choosing a backend ...", file=sys.stderr)
+    backend = options.backend or pick_backend(options.image)
+    print(f"Backend: {backend}, image: {options.image}", file=sys.stderr)
+    executor = OCIExecutor(image=options.image, backend=backend)
+
+    @ct.electron(executor=executor)
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @ct.electron(executor=executor)
+    def multiply(x: int, y: int) -> int:
+        return x * y
+
+    @ct.lattice
+    def workflow(x: int, y: int) -> int:
+        r1 = add(x, y)
+        return multiply(y, r1)
+
+    with covalent_server():
+        result = ct.dispatch_sync(workflow)(2, 3)
+        print(result)
+    return 0 if str(result.status) == "COMPLETED" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

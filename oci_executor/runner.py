@@ -1,0 +1,160 @@
+"""The task runner, executed inside the container as ``python runner.py TASK_DIR``.
+
+It needs only the standard library and the cloudpickle copy shipped beside it in
+``TASK_DIR/lib``. It reads ``TASK_DIR/task.pkl``, runs the call-before steps, the function
+and the call-after steps, and writes ``TASK_DIR/out/result.pkl``, ``out/stdout`` and
+``out/stderr``. It exits 0 whenever it could write a result, even for a failed task.
+
+Keep this file free of imports from ``oci_executor``: it is copied into images that only
+have a Python interpreter.
+"""
+
+import os
+import pickle
+import platform
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+RESERVED_RETVAL_KEY_FILES = "files"
+REPR_LIMIT = 2000
+
+
+def _redirect_streams(out_dir):
+    """Send fds 1 and 2 (and so every subprocess' output) to files in ``out_dir``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        target = os.open(os.path.join(out_dir, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(target, fd)
+        os.close(target)
+    sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+
+
+def _heartbeat(path, interval=2.0):
+    """Touch ``path`` every ``interval`` seconds so the container's watchdog keeps it alive."""
+
+    def beat():
+        while True:
+            try:
+                with open(path, "a"):
+                    os.utime(path, None)
+            except OSError:
+                pass
+            time.sleep(interval)
+
+    threading.Thread(target=beat, name="oci-heartbeat", daemon=True).start()
+
+
+def _run_step(step, loads, retvals):
+    kind = step["kind"]
+    if kind == "bash":
+        for command in step["commands"]:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            subprocess.run(command, shell=True, check=True, stdin=subprocess.DEVNULL)
+    elif kind == "pip":
+        argv = [sys.executable, "-m", "pip", "install", "--no-input"]
+        if step.get("requirements"):
+            req = os.path.join(os.getcwd(), ".oci-requirements.txt")
+            with open(req, "w", encoding="utf-8") as handle:
+                handle.write(step["requirements"])
+            argv += ["-r", req]
+        else:
+            argv += list(step["packages"])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        subprocess.run(argv, check=True, stdin=subprocess.DEVNULL)
+    elif kind == "call":
+        value = loads(step["function"])(*loads(step["args"]), **loads(step["kwargs"]))
+        key = step.get("retval_key")
+        if key:
+            retvals.setdefault(key, []).append(value)
+    else:
+        raise ValueError("unknown step kind %r" % (kind,))
+
+
+def _failure(phase, exc):
+    cls = type(exc)
+    return {
+        "ok": False,
+        "phase": phase,
+        "type": "%s.%s" % (cls.__module__, cls.__qualname__),
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(cls, exc, exc.__traceback__)),
+    }
+
+
+def run(task_dir):
+    """Run the task in ``task_dir``; return the result record (also written to disk)."""
+    sys.path.insert(0, os.path.join(task_dir, "lib"))
+    with open(os.path.join(task_dir, "task.pkl"), "rb") as handle:
+        task = pickle.load(handle)
+    if task.get("heartbeat"):
+        _heartbeat(task["heartbeat"])
+    workdir = task.get("workdir")
+    if workdir:
+        os.makedirs(workdir, exist_ok=True)
+        os.chdir(workdir)
+
+    phase = "load"
+    try:
+        import cloudpickle
+
+        loads = cloudpickle.loads
+        function = loads(task["function"])
+        args = [loads(a) for a in task["args"]]
+        kwargs = {k: loads(v) for k, v in task["kwargs"].items()}
+
+        phase = "call_before"
+        retvals = {}
+        for step in task["before"]:
+            _run_step(step, loads, retvals)
+        for key, values in retvals.items():
+            single = len(values) == 1 and key != RESERVED_RETVAL_KEY_FILES
+            kwargs[key] = values[0] if single else values
+
+        phase = "task"
+        output = function(*args, **kwargs)
+
+        phase = "call_after"
+        for step in task["after"]:
+            _run_step(step, loads, {})
+
+        phase = "result"
+        try:
+            text = str(output)
+        except Exception:  # noqa: BLE001 - a broken __str__ must not lose the result
+            text = "<%s>" % type(output).__name__
+        record = {
+            "ok": True,
+            "value": cloudpickle.dumps(output),
+            "repr": text[:REPR_LIMIT],
+            "python": platform.python_version(),
+            "cloudpickle": cloudpickle.__version__,
+        }
+    except BaseException as exc:  # noqa: BLE001 - everything the task raises is reported
+        record = _failure(phase, exc)
+    return record
+
+
+def main(argv):
+    task_dir = argv[1]
+    out_dir = os.path.join(task_dir, "out")
+    os.makedirs(out_dir, exist_ok=True)
+    _redirect_streams(out_dir)
+    record = run(task_dir)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    tmp = os.path.join(out_dir, "result.pkl.tmp")
+    with open(tmp, "wb") as handle:
+        pickle.dump(record, handle, protocol=4)
+    os.replace(tmp, os.path.join(out_dir, "result.pkl"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

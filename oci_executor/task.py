@@ -1,0 +1,237 @@
+"""The task protocol on the host side.
+
+:func:`build_task` turns what Covalent hands an executor (its ``wrapper_fn`` partial and
+TransportableObject inputs) into plain cloudpickled bytes plus the runner, so the image needs
+no Covalent and no cloudpickle. :func:`read_outcome` turns what the runner wrote back into a
+:class:`TaskOutcome`. Pickled user objects are never unpickled on the host.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import importlib.resources
+import pickle
+import platform
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from oci_executor.errors import ResultSerializationError, RunnerError, TaskSerializationError
+
+RUNNER_NAME = "runner.py"
+TASK_NAME = "task.pkl"
+OUT_DIR = "out"
+RESULT_NAME = "result.pkl"
+
+
+@dataclass(frozen=True)
+class Step:
+    """A call-before or call-after step, in the runner's terms."""
+
+    kind: str  # "bash", "pip" or "call"
+    data: Mapping[str, Any]
+
+    def as_record(self) -> dict[str, Any]:
+        return {"kind": self.kind, **self.data}
+
+
+@dataclass
+class TaskPayload:
+    """A task ready to ship: pickled function and inputs, and its steps."""
+
+    function: bytes
+    args: list[bytes]
+    kwargs: dict[str, bytes]
+    before: list[Step] = field(default_factory=list)
+    after: list[Step] = field(default_factory=list)
+    name: str = "task"
+
+    def files(self, *, heartbeat: str | None = None, workdir: str | None = None) -> dict[str, bytes]:
+        """The files of the task folder: runner, cloudpickle and ``task.pkl``."""
+        record = {
+            "function": self.function,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "before": [s.as_record() for s in self.before],
+            "after": [s.as_record() for s in self.after],
+            "heartbeat": heartbeat,
+            "workdir": workdir,
+        }
+        files = dict(support_files())
+        files[TASK_NAME] = pickle.dumps(record, protocol=4)
+        return files
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """What came back from one run of the runner."""
+
+    ok: bool
+    stdout: str
+    stderr: str
+    value: bytes | None = None
+    value_repr: str = ""
+    python_version: str = ""
+    cloudpickle_version: str = ""
+    error_type: str = ""
+    error_message: str = ""
+    traceback: str = ""
+    phase: str = ""
+
+    def transportable(self) -> Any:
+        """The return value as Covalent's TransportableObject, built without unpickling it."""
+        from covalent._workflow.transport import TransportableObject
+
+        assert self.value is not None
+        obj = TransportableObject.__new__(TransportableObject)
+        obj._object = base64.b64encode(self.value).decode("utf-8")
+        obj._object_string = self.value_repr
+        obj._header = {
+            "py_version": self.python_version,
+            "cloudpickle_version": self.cloudpickle_version,
+            "attrs": {"doc": "", "name": ""},
+        }
+        return obj
+
+    def load_value(self) -> Any:
+        """Unpickle the return value on the host (for callers outside Covalent)."""
+        assert self.value is not None
+        return cloudpickle.loads(self.value)
+
+    def summary(self) -> str:
+        """``Type: message`` of the task's exception, for Covalent's error field."""
+        return f"{self.error_type}: {self.error_message}"
+
+
+@functools.cache
+def support_files() -> tuple[tuple[str, bytes], ...]:
+    """The runner and the host's cloudpickle package sources, as task-folder files."""
+    files = [(RUNNER_NAME, importlib.resources.files("oci_executor").joinpath(RUNNER_NAME).read_bytes())]
+    package_dir = Path(cloudpickle.__file__).parent
+    for path in sorted(package_dir.rglob("*.py")):
+        files.append((f"lib/cloudpickle/{path.relative_to(package_dir).as_posix()}", path.read_bytes()))
+    return tuple(files)
+
+
+def _dumps(obj: Any, what: str) -> bytes:
+    try:
+        return cloudpickle.dumps(obj)
+    except Exception as exc:
+        raise TaskSerializationError(
+            f"cannot pickle the task's {what}: {type(exc).__name__}: {exc}. "
+            "Pass only picklable objects (no open files, locks, sockets or generators); "
+            "create such resources inside the task instead."
+        ) from exc
+
+
+def _raw(transportable: Any) -> bytes:
+    """The cloudpickle bytes inside a Covalent TransportableObject."""
+    return base64.b64decode(transportable._object.encode("utf-8"))
+
+
+def _is_transportable(obj: Any) -> bool:
+    return type(obj).__name__ == "TransportableObject" and hasattr(obj, "_object")
+
+
+def _steps(entries: Sequence[Any]) -> list[Step]:
+    from covalent._workflow.depsbash import apply_bash_commands
+    from covalent._workflow.depspip import apply_pip_deps
+
+    steps = []
+    for fn_obj, args_obj, kwargs_obj, retval_key in entries:
+        fn = fn_obj.get_deserialized()
+        if fn is apply_bash_commands:
+            (commands,) = args_obj.get_deserialized()
+            steps.append(Step("bash", {"commands": list(commands)}))
+        elif fn is apply_pip_deps:
+            packages, requirements = (list(args_obj.get_deserialized()) + [[], ""])[:2]
+            steps.append(Step("pip", {"packages": list(packages), "requirements": requirements}))
+        else:
+            steps.append(
+                Step(
+                    "call",
+                    {
+                        "function": _raw(fn_obj),
+                        "args": _raw(args_obj),
+                        "kwargs": _raw(kwargs_obj),
+                        "retval_key": retval_key or "",
+                    },
+                )
+            )
+    return steps
+
+
+def build_task(function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> TaskPayload:
+    """Unwrap Covalent's task wrapper (or take a plain callable) into a :class:`TaskPayload`."""
+    from covalent.executor.utils.wrappers import wrapper_fn
+
+    if isinstance(function, functools.partial) and function.func is wrapper_fn:
+        fn_obj, call_before, call_after = function.args[:3]
+        return TaskPayload(
+            function=_raw(fn_obj),
+            args=[_raw(a) if _is_transportable(a) else _dumps(a, "arguments") for a in args],
+            kwargs={
+                k: _raw(v) if _is_transportable(v) else _dumps(v, "arguments") for k, v in kwargs.items()
+            },
+            before=_steps(call_before),
+            after=_steps(call_after),
+            name=str(fn_obj.attrs.get("name") or "task"),
+        )
+    return TaskPayload(
+        function=_dumps(function, "function"),
+        args=[_dumps(a, "arguments") for a in args],
+        kwargs={k: _dumps(v, "arguments") for k, v in kwargs.items()},
+        name=getattr(function, "__name__", "task"),
+    )
+
+
+def _text(data: bytes | None) -> str:
+    return (data or b"").decode("utf-8", errors="backslashreplace")
+
+
+def read_outcome(files: Mapping[str, bytes], exit_code: int, exec_stderr: bytes = b"") -> TaskOutcome:
+    """Interpret the runner's ``out`` folder; :class:`RunnerError` if it wrote no result."""
+    stdout, stderr = _text(files.get("stdout")), _text(files.get("stderr"))
+    raw = files.get(RESULT_NAME)
+    if raw is None:
+        detail = (_text(exec_stderr) + stderr).strip()[-2000:]
+        raise RunnerError(
+            f"the task runner exited with code {exit_code} without writing a result"
+            + (f":\n{detail}" if detail else "")
+            + "\nCheck that the image's Python works and that the container has memory and disk left."
+        )
+    record = pickle.loads(raw)  # written by our runner with plain pickle: dicts, str, bytes
+    if record["ok"]:
+        return TaskOutcome(
+            ok=True,
+            stdout=stdout,
+            stderr=stderr,
+            value=record["value"],
+            value_repr=record["repr"],
+            python_version=record["python"],
+            cloudpickle_version=record["cloudpickle"],
+        )
+    if record["phase"] == "result":
+        raise ResultSerializationError(
+            f"the task returned a value that cannot be pickled: {record['type']}: {record['message']}. "
+            "Return plain data (numbers, strings, lists, dicts, arrays) and keep open files, "
+            "locks, sockets and generators inside the task."
+        )
+    return TaskOutcome(
+        ok=False,
+        stdout=stdout,
+        stderr=stderr,
+        error_type=record["type"],
+        error_message=record["message"],
+        traceback=record["traceback"],
+        phase=record["phase"],
+    )
+
+
+def host_python_version() -> str:
+    """``major.minor`` of the running interpreter."""
+    return ".".join(platform.python_version_tuple()[:2])
