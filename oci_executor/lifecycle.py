@@ -8,6 +8,7 @@ task in an open container and can be called many times on the same one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import posixpath
 import threading
@@ -71,4 +72,4 @@ def execute(backend: Backend, container: Container, payload: TaskPayload, workdi
     backend.copy_in(container, task_dir, payload.files(heartbeat=heartbeat, workdir=workdir))
     result = backend.exec(container, [container.python, posixpath.join(task_dir, RUNNER_NAME), task_dir])
     files = backend.copy_out(container, posixpath.join(task_dir, OUT_DIR))
-    return read_outcome(files, result.exit_code, result.stderr)
+    return dataclasses.replace(read_outcome(files, result.exit_code, result.stderr), container_id=container.id)

@@ -81,6 +81,7 @@ class TaskOutcome:
     error_message: str = ""
     traceback: str = ""
     phase: str = ""
+    container_id: str = ""
 
     def transportable(self) -> Any:
         """The return value as Covalent's TransportableObject, built without unpickling it."""

@@ -1,0 +1,97 @@
+"""Test session setup: an isolated HOME for Covalent, engine targets, and clean-up checks.
+
+HOME is replaced before anything imports covalent, so tests never touch the developer's
+covalent.conf, database or server.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+_HOME = tempfile.mkdtemp(prefix="oci-executor-tests-home-")
+os.environ["HOME"] = _HOME
+os.environ["COVALENT_CONFIG_DIR"] = os.path.join(_HOME, ".config", "covalent")
+for _var in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "COVALENT_CACHE_DIR"):
+    os.environ.pop(_var, None)
+
+import glob  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import cloudpickle  # noqa: E402
+import pytest  # noqa: E402
+
+from tests import engines  # noqa: E402
+
+# Functions defined in test modules must travel by value: the container cannot import them.
+for _name in ("tests", "tests.engines", "tests.tasks"):
+    __import__(_name)
+    cloudpickle.register_pickle_by_value(sys.modules[_name])
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_HOME, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A backend the contract suite runs on, with the address and image to use."""
+
+    id: str
+    backend: str
+    address: str
+    image: str
+
+    @property
+    def is_engine(self) -> bool:
+        return self.backend != "local"
+
+    def executor(self, **options: object):  # type: ignore[no-untyped-def]
+        from oci_executor import OCIExecutor
+
+        return OCIExecutor(image=self.image, backend=self.backend, address=self.address, **options)
+
+    def our_containers(self) -> list[str]:
+        """IDs of containers carrying our label (engines) or our temp folders (local)."""
+        if not self.is_engine:
+            return sorted(glob.glob(os.path.join(tempfile.gettempdir(), "oci-executor-local-*")))
+        return engines.labelled_containers(self.backend, self.address)
+
+
+def _target(target_id: str) -> Target:
+    if target_id == "local":
+        return Target("local", "local", "", engines.test_image())
+    address = engines.require_engine(target_id)
+    backend = "podman" if target_id.startswith("podman") else target_id
+    return Target(target_id, backend, address, engines.test_image())
+
+
+@pytest.fixture(params=engines.CONTRACT_TARGETS)
+def target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    """Each backend the contract suite covers; asserts nothing of ours is left afterwards."""
+    tgt = _target(request.param)
+    before = set(tgt.our_containers())
+    yield tgt
+    left = set(tgt.our_containers()) - before
+    assert not left, f"left behind on {tgt.id}: {sorted(left)}"
+
+
+@pytest.fixture(params=engines.ENGINE_TARGETS)
+def engine_target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    """Each real engine; asserts no container of ours is left afterwards."""
+    tgt = _target(request.param)
+    before = set(tgt.our_containers())
+    yield tgt
+    left = set(tgt.our_containers()) - before
+    assert not left, f"left behind on {tgt.id}: {sorted(left)}"
+
+
+@pytest.fixture
+def docker_target() -> Iterator[Target]:
+    tgt = _target("docker")
+    before = set(tgt.our_containers())
+    yield tgt
+    assert set(tgt.our_containers()) - before == set()
