@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     def multiply(x: int, y: int) -> int:
         return x * y
 
-    @ct.lattice
+    # The server this command starts has no Dask cluster, so post-processing runs locally.
+    @ct.lattice(workflow_executor="local")
     def workflow(x: int, y: int) -> int:
         r1 = add(x, y)
         return multiply(y, r1)

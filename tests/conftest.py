@@ -13,6 +13,8 @@ import tempfile
 _HOME = tempfile.mkdtemp(prefix="oci-executor-tests-home-")
 os.environ["HOME"] = _HOME
 os.environ["COVALENT_CONFIG_DIR"] = os.path.join(_HOME, ".config", "covalent")
+# The test server runs without Dask; Covalent picks its default executors at import time.
+os.environ["COVALENT_DISABLE_DASK"] = "1"
 for _var in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "COVALENT_CACHE_DIR"):
     os.environ.pop(_var, None)
 

@@ -1,0 +1,98 @@
+"""End to end through a real Covalent server: the seed's workflow and a failing electron."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests import engines
+from tests.conftest import Target
+
+pytestmark = pytest.mark.covalent
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    from tests.covalent_server import running_server
+
+    with running_server({"executors.oci.image": engines.test_image()}) as url:
+        yield url
+
+
+def seed_workflow(executor):  # type: ignore[no-untyped-def]
+    """The seed document's workflow: add, then multiply."""
+    import covalent as ct
+
+    @ct.electron(executor=executor)
+    def add(x, y):  # type: ignore[no-untyped-def]
+        return x + y
+
+    @ct.electron(executor=executor)
+    def multiply(x, y):  # type: ignore[no-untyped-def]
+        return x * y
+
+    @ct.lattice
+    def workflow(x, y):  # type: ignore[no-untyped-def]
+        r1 = add(x, y)
+        return multiply(y, r1)
+
+    return workflow
+
+
+def _dispatch(workflow, *args):  # type: ignore[no-untyped-def]
+    import covalent as ct
+
+    dispatch_id = ct.dispatch(workflow)(*args)
+    return ct.get_result(dispatch_id, wait=True)
+
+
+def _assert_seed_result(result) -> None:  # type: ignore[no-untyped-def]
+    nodes = [result.get_node_result(i) for i in (0, 3, 5)]
+    details = [(n["node_name"], n["status"], n["error"], n["stderr"]) for n in nodes]
+    assert str(result.status) == "COMPLETED", f"{result.error}: {details}"
+    assert result.result == 15
+    text = str(result)
+    assert "status: COMPLETED" in text
+    assert "result: 15" in text
+    assert "add(0): 5" in text
+    assert "multiply(3): 15" in text
+
+
+def test_seed_workflow_by_plugin_name(server: str) -> None:
+    _assert_seed_result(_dispatch(seed_workflow("oci"), 2, 3))
+
+
+def test_seed_workflow_local_instance(server: str) -> None:
+    from oci_executor import OCIExecutor
+
+    _assert_seed_result(_dispatch(seed_workflow(OCIExecutor(backend="local")), 2, 3))
+
+
+def test_seed_workflow_on_engine(server: str, engine_target: Target) -> None:
+    result = _dispatch(seed_workflow(engine_target.executor()), 2, 3)
+    _assert_seed_result(result)
+
+
+def test_failing_electron_ends_failed(server: str) -> None:
+    import covalent as ct
+
+    from oci_executor import OCIExecutor
+
+    @ct.electron(executor=OCIExecutor(backend="local"))
+    def explode(x):  # type: ignore[no-untyped-def]
+        print("about to fail")
+        raise KeyError(f"missing key {x}")
+
+    @ct.lattice
+    def flow(x):  # type: ignore[no-untyped-def]
+        return explode(x)
+
+    result = _dispatch(flow, "alpha")
+    assert str(result.status) == "FAILED"
+    node = result.get_node_result(0)
+    assert str(node["status"]) == "FAILED"
+    assert "KeyError" in node["stderr"]
+    assert "missing key alpha" in node["stderr"]
+    assert "about to fail" in node["stdout"]
+    assert "explode" in str(result.error)

@@ -1,0 +1,203 @@
+"""Unit tests of our own logic: registry, task protocol, archives, options."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from oci_executor import OCIExecutor
+from oci_executor.backend import Backend, BackendConfig
+from oci_executor.backends._engine import make_tar, read_tar
+from oci_executor.backends.local import LocalBackend
+from oci_executor.errors import (
+    ConfigurationError,
+    EngineUnavailableError,
+    RunnerError,
+    TaskSerializationError,
+    UnknownBackendError,
+)
+from oci_executor.registry import BackendRegistry, build_registry, select_backend
+from oci_executor.task import build_task, read_outcome
+from tests import tasks
+
+
+class _Down(LocalBackend):
+    name = "down"
+
+    def available(self) -> bool:
+        return False
+
+
+def test_builtin_backends_are_registered() -> None:
+    assert {"local", "docker", "podman"} <= set(build_registry().names())
+
+
+def test_unknown_backend_lists_available_names() -> None:
+    with pytest.raises(UnknownBackendError) as info:
+        select_backend("nosuch", registry=build_registry())
+    message = str(info.value)
+    assert "'nosuch'" in message
+    for name in ("auto", "local", "docker", "podman"):
+        assert name in message
+
+
+def test_registry_rejects_a_name_taken_by_another_class() -> None:
+    registry = BackendRegistry()
+    registry.add(LocalBackend)
+    registry.add(LocalBackend)  # the same class again is harmless
+
+    class Other(LocalBackend):
+        name = "local"
+
+    with pytest.raises(ConfigurationError, match="registered twice"):
+        registry.add(Other)
+
+
+def test_auto_skips_unavailable_backends() -> None:
+    registry = BackendRegistry()
+    registry.add(LocalBackend)
+
+    class Podman(_Down):
+        name = "podman"
+
+    registry.add(Podman)
+    assert select_backend("auto", registry=registry).name == "local"
+
+
+def test_auto_with_nothing_available_names_what_it_tried() -> None:
+    registry = BackendRegistry()
+
+    class Docker(_Down):
+        name = "docker"
+
+    registry.add(Docker)
+    with pytest.raises(EngineUnavailableError, match="tried: local"):
+        select_backend("auto", registry=registry)
+
+
+def test_a_named_backend_is_the_class_registered_under_that_name() -> None:
+    backend = select_backend("local", BackendConfig(), registry=build_registry())
+    assert isinstance(backend, LocalBackend)
+    assert isinstance(backend, Backend)
+
+
+def test_executor_attributes_are_json_serializable() -> None:
+    executor = OCIExecutor(image="img:1", backend="docker", address="unix:///x.sock", time_limit=30)
+    data = json.loads(json.dumps(executor.to_dict()))
+    rebuilt = OCIExecutor().from_dict(data)
+    assert rebuilt.image == "img:1"
+    assert rebuilt.backend == "docker"
+    assert rebuilt.address == "unix:///x.sock"
+    assert rebuilt.time_limit == 30
+
+
+def test_bad_pull_policy_is_rejected_at_construction() -> None:
+    with pytest.raises(ConfigurationError, match="pull_policy='sometimes'"):
+        OCIExecutor(pull_policy="sometimes")
+
+
+def test_build_task_unwraps_covalent_steps() -> None:
+    import functools
+
+    from covalent import DepsBash, DepsCall, DepsPip
+    from covalent._workflow.transport import TransportableObject
+    from covalent.executor.utils.wrappers import wrapper_fn
+
+    before = [
+        DepsBash(["echo a", "echo b"]).apply(),
+        DepsPip(packages=["six"]).apply(),
+        DepsCall(tasks.prepare, retval_keyword="injected").apply(),
+    ]
+    function = functools.partial(wrapper_fn, TransportableObject(tasks.add), before, [])
+    payload = build_task(function, [TransportableObject(1)], {"y": TransportableObject(2)})
+    assert [s.kind for s in payload.before] == ["bash", "pip", "call"]
+    assert payload.before[0].data["commands"] == ["echo a", "echo b"]
+    assert payload.before[1].data["packages"] == ["six"]
+    assert payload.before[2].data["retval_key"] == "injected"
+    assert payload.name == "add"
+    files = payload.files()
+    assert {"runner.py", "task.pkl", "lib/cloudpickle/__init__.py"} <= set(files)
+    record = pickle.loads(files["task.pkl"])  # plain pickle: loads without covalent or cloudpickle objects
+    assert isinstance(record["function"], bytes)
+
+
+def test_unpicklable_function_is_a_clear_error() -> None:
+    lock = threading.Lock()
+
+    def holds_a_lock() -> bool:
+        return lock.locked()
+
+    with pytest.raises(TaskSerializationError, match="cannot pickle the task's function"):
+        build_task(holds_a_lock, [], {})
+
+
+def test_unpicklable_argument_is_a_clear_error() -> None:
+    with pytest.raises(TaskSerializationError, match="arguments"):
+        build_task(tasks.add, [(i for i in range(3)), 1], {})
+
+
+def test_missing_result_is_a_runner_error_with_its_stderr() -> None:
+    with pytest.raises(RunnerError, match=r"(?s)exited with code 137.*Killed"):
+        read_outcome({"stderr": b"Killed\n"}, 137)
+
+
+def test_tar_round_trip_and_escape_refused() -> None:
+    files = {"a.txt": b"alpha", "sub/b.bin": bytes(range(256))}
+    data = make_tar("/tmp/oci-executor/task-1", files)
+    import io
+    import tarfile
+
+    # get_archive of a folder yields entries under the folder's base name
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(data)) as src, tarfile.open(fileobj=out, mode="w") as dst:
+        for member in src:
+            if member.name.startswith("tmp/oci-executor/task-1/"):
+                content = src.extractfile(member) if member.isfile() else None
+                member.name = "task-1/" + member.name[len("tmp/oci-executor/task-1/") :]
+                dst.addfile(member, content)
+    assert read_tar([out.getvalue()], "/tmp/oci-executor/task-1") == files
+    with pytest.raises(Exception, match="outside"):
+        make_tar("/tmp/x", {"../../etc/passwd": b""})
+
+
+def test_local_backend_refuses_paths_outside_its_folder() -> None:
+    backend = LocalBackend()
+    from oci_executor.backend import ContainerSpec
+
+    container = backend.create(ContainerSpec(image="ignored"))
+    try:
+        with pytest.raises(Exception, match="outside"):
+            backend.copy_in(container, "/etc", {"x": b"y"})
+    finally:
+        backend.remove(container)
+    assert not Path(container.scratch_dir).exists()
+
+
+def test_third_party_backend_installs_through_entry_point(tmp_path: Path) -> None:
+    """Install a backend plugin package with pip, as a third party would, and use it by name."""
+    package = Path(__file__).parent / "thirdparty_backend"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "install", "--no-deps", str(package)], check=True)
+    try:
+        code = (
+            "from oci_executor import OCIExecutor\n"
+            "from oci_executor.registry import default_registry\n"
+            "from oci_executor.backends.local import LocalBackend\n"
+            "assert 'thirdparty' in default_registry().names(), default_registry().names()\n"
+            "def mul(a, b): return a * b\n"
+            "out = OCIExecutor(image='img', backend='thirdparty').run_sync(mul, [6, 7], {}, {})\n"
+            "print(out.load_value(), out.container_id)\n"
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        value, container_id = proc.stdout.split()
+        assert value == "42"
+        assert "oci-executor-local-" in container_id
+    finally:
+        subprocess.run([*pip, "uninstall", "-y", "oci-executor-thirdparty-example"], check=True)
