@@ -17,7 +17,14 @@ from collections.abc import Iterator
 
 from oci_executor.backend import Backend, Container, ContainerSpec
 from oci_executor.errors import ImageHasNoPythonError, PythonVersionMismatchError
-from oci_executor.task import OUT_DIR, RUNNER_NAME, TaskOutcome, TaskPayload, host_python_version, read_outcome
+from oci_executor.task import (
+    OUT_DIR,
+    RUNNER_NAME,
+    TaskOutcome,
+    TaskPayload,
+    host_python_version,
+    read_outcome,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +72,15 @@ def open_container(backend: Backend, spec: ContainerSpec) -> Iterator[Container]
             log.exception("could not remove container %s", container.id)
 
 
-def execute(backend: Backend, container: Container, payload: TaskPayload, workdir: str | None = None) -> TaskOutcome:
+def execute(
+    backend: Backend, container: Container, payload: TaskPayload, workdir: str | None = None
+) -> TaskOutcome:
     """Ship ``payload`` into ``container``, run it, and bring its outcome back."""
     task_dir = posixpath.join(container.scratch_dir, f"task-{uuid.uuid4().hex[:12]}")
     heartbeat = posixpath.join(container.scratch_dir, HEARTBEAT_NAME)
     backend.copy_in(container, task_dir, payload.files(heartbeat=heartbeat, workdir=workdir))
     result = backend.exec(container, [container.python, posixpath.join(task_dir, RUNNER_NAME), task_dir])
     files = backend.copy_out(container, posixpath.join(task_dir, OUT_DIR))
-    return dataclasses.replace(read_outcome(files, result.exit_code, result.stderr), container_id=container.id)
+    return dataclasses.replace(
+        read_outcome(files, result.exit_code, result.stderr), container_id=container.id
+    )

@@ -108,7 +108,11 @@ class OCIExecutor(AsyncBaseExecutor):
         )
 
     def run_sync(
-        self, function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], task_metadata: dict[str, Any]
+        self,
+        function: Callable[..., Any],
+        args: list[Any],
+        kwargs: dict[str, Any],
+        task_metadata: dict[str, Any],
     ) -> TaskOutcome:
         """Run one task to completion in a fresh container and return its outcome."""
         payload = build_task(function, args, kwargs)
@@ -122,7 +126,11 @@ class OCIExecutor(AsyncBaseExecutor):
     # -- Covalent's entry point --------------------------------------------------------
 
     async def run(
-        self, function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], task_metadata: dict[str, Any]
+        self,
+        function: Callable[..., Any],
+        args: list[Any],
+        kwargs: dict[str, Any],
+        task_metadata: dict[str, Any],
     ) -> Any:
         outcome = await asyncio.to_thread(self.run_sync, function, args, kwargs, task_metadata)
         self._write_streams(outcome)

@@ -36,9 +36,7 @@ class BackendRegistry:
             raise ConfigurationError(f"backend name {AUTO!r} is reserved")
         existing = self._backends.get(name)
         if existing is not None and existing is not backend:
-            raise ConfigurationError(
-                f"backend name {name!r} registered twice: {existing!r} and {backend!r}"
-            )
+            raise ConfigurationError(f"backend name {name!r} registered twice: {existing!r} and {backend!r}")
         self._backends[name] = backend
 
     def names(self) -> list[str]:

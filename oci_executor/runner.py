@@ -9,6 +9,8 @@ Keep this file free of imports from ``oci_executor``: it is copied into images t
 have a Python interpreter.
 """
 
+from __future__ import annotations
+
 import os
 import pickle
 import platform
@@ -17,12 +19,14 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
+from typing import Any
 
 RESERVED_RETVAL_KEY_FILES = "files"
 REPR_LIMIT = 2000
 
 
-def _redirect_streams(out_dir):
+def _redirect_streams(out_dir: str) -> None:
     """Send fds 1 and 2 (and so every subprocess' output) to files in ``out_dir``."""
     sys.stdout.flush()
     sys.stderr.flush()
@@ -34,10 +38,10 @@ def _redirect_streams(out_dir):
     sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
 
 
-def _heartbeat(path, interval=2.0):
+def _heartbeat(path: str, interval: float = 2.0) -> None:
     """Touch ``path`` every ``interval`` seconds so the container's watchdog keeps it alive."""
 
-    def beat():
+    def beat() -> None:
         while True:
             try:
                 with open(path, "a"):
@@ -49,7 +53,7 @@ def _heartbeat(path, interval=2.0):
     threading.Thread(target=beat, name="oci-heartbeat", daemon=True).start()
 
 
-def _run_step(step, loads, retvals):
+def _run_step(step: dict[str, Any], loads: Callable[[bytes], Any], retvals: dict[str, list[Any]]) -> None:
     kind = step["kind"]
     if kind == "bash":
         for command in step["commands"]:
@@ -74,21 +78,21 @@ def _run_step(step, loads, retvals):
         if key:
             retvals.setdefault(key, []).append(value)
     else:
-        raise ValueError("unknown step kind %r" % (kind,))
+        raise ValueError(f"unknown step kind {kind!r}")
 
 
-def _failure(phase, exc):
+def _failure(phase: str, exc: BaseException) -> dict[str, Any]:
     cls = type(exc)
     return {
         "ok": False,
         "phase": phase,
-        "type": "%s.%s" % (cls.__module__, cls.__qualname__),
+        "type": f"{cls.__module__}.{cls.__qualname__}",
         "message": str(exc),
         "traceback": "".join(traceback.format_exception(cls, exc, exc.__traceback__)),
     }
 
 
-def run(task_dir):
+def run(task_dir: str) -> dict[str, Any]:
     """Run the task in ``task_dir``; return the result record (also written to disk)."""
     sys.path.insert(0, os.path.join(task_dir, "lib"))
     with open(os.path.join(task_dir, "task.pkl"), "rb") as handle:
@@ -110,7 +114,7 @@ def run(task_dir):
         kwargs = {k: loads(v) for k, v in task["kwargs"].items()}
 
         phase = "call_before"
-        retvals = {}
+        retvals: dict[str, list[Any]] = {}
         for step in task["before"]:
             _run_step(step, loads, retvals)
         for key, values in retvals.items():
@@ -128,7 +132,7 @@ def run(task_dir):
         try:
             text = str(output)
         except Exception:  # noqa: BLE001 - a broken __str__ must not lose the result
-            text = "<%s>" % type(output).__name__
+            text = f"<{type(output).__name__}>"
         record = {
             "ok": True,
             "value": cloudpickle.dumps(output),
@@ -141,7 +145,7 @@ def run(task_dir):
     return record
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     task_dir = argv[1]
     out_dir = os.path.join(task_dir, "out")
     os.makedirs(out_dir, exist_ok=True)

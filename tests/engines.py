@@ -78,7 +78,9 @@ def require_engine(target_id: str) -> str:
         _status[target_id] = problem
     problem = _status[target_id]
     if problem:
-        message = f"{target_id} engine at {addr} not usable with image {test_image()} ({problem}); {SETUP_HINT}"
+        message = (
+            f"{target_id} engine at {addr} not usable with image {test_image()} ({problem}); {SETUP_HINT}"
+        )
         if in_ci():
             pytest.fail(f"CI requires every engine: {message}", pytrace=False)
         pytest.skip(message)

@@ -122,7 +122,15 @@ def test_no_orphan_after_sigkill(engine_target: Target) -> None:
         return [c.id for c in client.containers.list(all=True, filters={"label": label})]
 
     proc = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, engine_target.image, engine_target.backend, engine_target.address, dispatch]
+        [
+            sys.executable,
+            "-c",
+            DRIVER,
+            engine_target.image,
+            engine_target.backend,
+            engine_target.address,
+            dispatch,
+        ]
     )
     try:
         deadline = time.monotonic() + 60
