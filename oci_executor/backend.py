@@ -30,8 +30,28 @@ class BackendConfig:
 
 
 @dataclass(frozen=True)
+class Volume:
+    """A host folder mounted into the container."""
+
+    host: str
+    container: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class GpuRequest:
+    """GPUs for the container: a count (-1 for all) or specific device IDs."""
+
+    count: int = 0
+    device_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
-    """What to create: an immutable description of one container."""
+    """What to create: an immutable description of one container.
+
+    ``None`` (or empty) means "the engine's default" for every optional field.
+    """
 
     image: str
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -42,6 +62,26 @@ class ContainerSpec:
     """The container ends itself when no task has signalled life for this many seconds."""
     max_lifetime: float = 24 * 3600.0
     """The container ends itself after this many seconds, whatever it is doing."""
+    volumes: tuple[Volume, ...] = ()
+    selinux_relabel: bool = False
+    """Relabel volumes for SELinux (``:z``)."""
+    userns: str | None = None
+    """User namespace mode (Podman: ``keep-id``...); ``None``: automatic (see the Podman backend)."""
+    workdir: str | None = None
+    user: str | None = None
+    cpus: float | None = None
+    memory: int | None = None
+    """Memory limit in bytes."""
+    shm_size: int | None = None
+    """Size of /dev/shm in bytes."""
+    gpus: GpuRequest | None = None
+    network: str | None = None
+    """``None``: the engine's default network; ``"none"``: no network; else a network name."""
+
+    def options_set(self) -> list[str]:
+        """Names of the optional container settings this spec asks for."""
+        names = ("volumes", "userns", "workdir", "user", "cpus", "memory", "shm_size", "gpus", "network")
+        return [name for name in names if getattr(self, name) not in (None, (), "")]
 
 
 @dataclass(frozen=True)
@@ -75,6 +115,8 @@ class Backend(abc.ABC):
     """
 
     name: ClassVar[str]
+    supported_options: ClassVar[frozenset[str]] = frozenset()
+    """The :meth:`ContainerSpec.options_set` names this backend can honour."""
 
     def __init__(self, config: BackendConfig | None = None) -> None:
         self.config = config or BackendConfig()
@@ -117,6 +159,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def remove(self, container: Container) -> None:
         """Remove the container and everything in it; a missing container is not an error."""
+
+    def oom_killed(self, container: Container) -> bool:
+        """Whether the kernel's OOM killer killed a process in the container (best effort)."""
+        return False
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections or helper processes held by the backend."""

@@ -81,3 +81,11 @@ class ResultSerializationError(OCIExecutorError):
 
 class RunnerError(OCIExecutorError):
     """The in-container runner ended without writing a result."""
+
+
+class TaskTimeoutError(OCIExecutorError):
+    """The task ran over the executor's ``time_limit`` and was killed."""
+
+
+class OutOfMemoryError(OCIExecutorError):
+    """The task was killed for exceeding the container's memory limit."""

@@ -16,7 +16,14 @@ import uuid
 from collections.abc import Iterator
 
 from oci_executor.backend import Backend, Container, ContainerSpec
-from oci_executor.errors import ImageHasNoPythonError, PythonVersionMismatchError
+from oci_executor.errors import (
+    ConfigurationError,
+    ImageHasNoPythonError,
+    OutOfMemoryError,
+    PythonVersionMismatchError,
+    RunnerError,
+    TaskTimeoutError,
+)
 from oci_executor.task import (
     OUT_DIR,
     RUNNER_NAME,
@@ -61,6 +68,12 @@ def check_python(backend: Backend, container: Container) -> str:
 @contextlib.contextmanager
 def open_container(backend: Backend, spec: ContainerSpec) -> Iterator[Container]:
     """Create a container for ``spec``, check its Python, and remove it when the block ends."""
+    unsupported = sorted(set(spec.options_set()) - backend.supported_options)
+    if unsupported:
+        raise ConfigurationError(
+            f"the {backend.name} backend cannot honour the option(s) {', '.join(unsupported)}; "
+            "use a container engine backend (docker or podman) or remove them"
+        )
     container = backend.create(spec)
     try:
         check_python(backend, container)
@@ -73,14 +86,66 @@ def open_container(backend: Backend, spec: ContainerSpec) -> Iterator[Container]
 
 
 def execute(
-    backend: Backend, container: Container, payload: TaskPayload, workdir: str | None = None
+    backend: Backend,
+    container: Container,
+    payload: TaskPayload,
+    *,
+    workdir: str | None = None,
+    time_limit: float | None = None,
+    memory: int | None = None,
 ) -> TaskOutcome:
-    """Ship ``payload`` into ``container``, run it, and bring its outcome back."""
+    """Ship ``payload`` into ``container``, run it, and bring its outcome back.
+
+    A ``time_limit`` (seconds) kills the container when the task runs over it. ``memory`` is
+    the container's limit in bytes, named in the error if the task runs out of it.
+    """
     task_dir = posixpath.join(container.scratch_dir, f"task-{uuid.uuid4().hex[:12]}")
     heartbeat = posixpath.join(container.scratch_dir, HEARTBEAT_NAME)
     backend.copy_in(container, task_dir, payload.files(heartbeat=heartbeat, workdir=workdir))
-    result = backend.exec(container, [container.python, posixpath.join(task_dir, RUNNER_NAME), task_dir])
-    files = backend.copy_out(container, posixpath.join(task_dir, OUT_DIR))
-    return dataclasses.replace(
-        read_outcome(files, result.exit_code, result.stderr), container_id=container.id
+    timed_out = threading.Event()
+    timer = None
+    if time_limit:
+
+        def expire() -> None:
+            timed_out.set()
+            backend.stop(container)
+
+        timer = threading.Timer(time_limit, expire)
+        timer.daemon = True
+        timer.start()
+    try:
+        result = backend.exec(container, [container.python, posixpath.join(task_dir, RUNNER_NAME), task_dir])
+    except Exception:
+        if timed_out.is_set():
+            raise _timeout(time_limit) from None
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+    if timed_out.is_set():
+        raise _timeout(time_limit)
+    try:
+        files = backend.copy_out(container, posixpath.join(task_dir, OUT_DIR))
+        outcome = read_outcome(files, result.exit_code, result.stderr)
+    except RunnerError:
+        if memory and backend.oom_killed(container):
+            raise OutOfMemoryError(
+                f"the task ran out of memory: it needed more than its limit of {_size(memory)} "
+                "and the kernel killed it. Raise the executor's 'memory' option or make the task use less."
+            ) from None
+        raise
+    return dataclasses.replace(outcome, container_id=container.id)
+
+
+def _timeout(time_limit: float | None) -> TaskTimeoutError:
+    return TaskTimeoutError(
+        f"the task ran over its time_limit of {time_limit:g} s and was killed (its container was removed). "
+        "Raise the executor's time_limit or make the task faster."
     )
+
+
+def _size(size: int) -> str:
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= factor:
+            return f"{size / factor:g} {unit} ({size} bytes)"
+    return f"{size} bytes"

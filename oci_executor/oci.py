@@ -8,16 +8,18 @@ the executor to its server as JSON.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from covalent._shared_files.exceptions import TaskRuntimeError
+from covalent._shared_files.exceptions import TaskCancelledError, TaskRuntimeError
 from covalent.executor.base import AsyncBaseExecutor
 
-from oci_executor.backend import PULL_POLICIES, Backend, BackendConfig, ContainerSpec
+from oci_executor.backend import PULL_POLICIES, Backend, BackendConfig, Container, ContainerSpec
 from oci_executor.errors import ConfigurationError
 from oci_executor.lifecycle import execute, open_container
+from oci_executor.options import parse_cpus, parse_gpus, parse_size, parse_volumes
 from oci_executor.registry import select_backend
 from oci_executor.task import TaskOutcome, build_task, host_python_version
 
@@ -34,7 +36,26 @@ _EXECUTOR_PLUGIN_DEFAULTS: dict[str, Any] = {
     "python": "python3",
     "idle_timeout": 60.0,
     "max_lifetime": 86400.0,
+    "env": {},
+    "volumes": [],
+    "selinux_relabel": False,
+    "userns": "",
+    "workdir": "",
+    "user": "",
+    "cpus": 0,
+    "memory": "",
+    "gpus": "",
+    "network": "",
+    "labels": {},
+    "shm_size": "",
 }
+"""Every option, with its default, as written into covalent.conf's ``[executors.oci]``.
+Empty values mean "not set": the engine's default applies."""
+
+
+def _pick(value: Any, key: str) -> Any:
+    """``value`` if given, else the configured default."""
+    return _config_default(key) if value is None else value
 
 
 def _config_default(key: str) -> Any:
@@ -60,6 +81,19 @@ class OCIExecutor(AsyncBaseExecutor):
         python: Interpreter inside the image.
         idle_timeout: Seconds without a live task after which the container ends itself.
         max_lifetime: Seconds after which the container ends itself in any case.
+        env: Environment variables for the task.
+        volumes: Host folders to mount: ``"HOST:CONTAINER[:ro]"`` strings or
+            ``{"host", "container", "read_only"}`` dicts.
+        selinux_relabel: Relabel volumes for SELinux (``:z``).
+        userns: User namespace mode (``"keep-id"`` on Podman...); empty: automatic.
+        workdir: Working directory of the task inside the container.
+        user: User (``"uid[:gid]"`` or a name) the task runs as.
+        cpus: CPU limit, e.g. ``1.5``; 0: no limit.
+        memory: Memory limit in bytes or like ``"512m"``; empty: no limit.
+        gpus: ``"all"``, a count, or a list of device IDs; empty: none.
+        network: Empty: the engine's default; ``"none"``: no network; else a network's name.
+        labels: Container labels, added to ours.
+        shm_size: Size of /dev/shm in bytes or like ``"1g"``; empty: the engine's default.
         **kwargs: Covalent's executor options (``time_limit``, ``log_stdout``...).
     """
 
@@ -72,6 +106,18 @@ class OCIExecutor(AsyncBaseExecutor):
         python: str | None = None,
         idle_timeout: float | None = None,
         max_lifetime: float | None = None,
+        env: dict[str, str] | None = None,
+        volumes: list[Any] | None = None,
+        selinux_relabel: bool | None = None,
+        userns: str | None = None,
+        workdir: str | None = None,
+        user: str | None = None,
+        cpus: float | None = None,
+        memory: int | str | None = None,
+        gpus: str | int | list[str] | None = None,
+        network: str | None = None,
+        labels: dict[str, str] | None = None,
+        shm_size: int | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -82,6 +128,19 @@ class OCIExecutor(AsyncBaseExecutor):
         self.python: str = python or _config_default("python")
         self.idle_timeout: float = float(idle_timeout or _config_default("idle_timeout"))
         self.max_lifetime: float = float(max_lifetime or _config_default("max_lifetime"))
+        self.env: dict[str, str] = {str(k): str(v) for k, v in (_pick(env, "env") or {}).items()}
+        self.volumes: list[Any] = list(_pick(volumes, "volumes") or [])
+        self.selinux_relabel: bool = bool(_pick(selinux_relabel, "selinux_relabel"))
+        self.userns: str = _pick(userns, "userns") or ""
+        self.workdir: str = _pick(workdir, "workdir") or ""
+        self.user: str = str(_pick(user, "user") or "")
+        self.cpus: float = float(parse_cpus(_pick(cpus, "cpus")) or 0)
+        self.memory: int | str = _pick(memory, "memory") or ""
+        self.gpus: str | int | list[str] = _pick(gpus, "gpus") or ""
+        self.network: str = _pick(network, "network") or ""
+        self.labels: dict[str, str] = {str(k): str(v) for k, v in (_pick(labels, "labels") or {}).items()}
+        self.shm_size: int | str = _pick(shm_size, "shm_size") or ""
+        self.container_spec({})  # validate every option now, not at the first task
         if self.pull_policy not in PULL_POLICIES:
             raise ConfigurationError(
                 f"pull_policy={self.pull_policy!r} is not one of {', '.join(PULL_POLICIES)}"
@@ -95,16 +154,28 @@ class OCIExecutor(AsyncBaseExecutor):
 
     def container_spec(self, task_metadata: dict[str, Any]) -> ContainerSpec:
         """The container to create for one task."""
+        ours = {
+            f"{LABEL_PREFIX}.managed": "true",
+            f"{LABEL_PREFIX}.dispatch-id": str(task_metadata.get("dispatch_id", "")),
+            f"{LABEL_PREFIX}.node-id": str(task_metadata.get("node_id", "")),
+        }
         return ContainerSpec(
             image=self.image,
-            labels={
-                f"{LABEL_PREFIX}.managed": "true",
-                f"{LABEL_PREFIX}.dispatch-id": str(task_metadata.get("dispatch_id", "")),
-                f"{LABEL_PREFIX}.node-id": str(task_metadata.get("node_id", "")),
-            },
+            labels={**self.labels, **ours},
+            env=dict(self.env),
             python=self.python,
             idle_timeout=self.idle_timeout,
             max_lifetime=self.max_lifetime,
+            volumes=parse_volumes(self.volumes),
+            selinux_relabel=self.selinux_relabel,
+            userns=self.userns or None,
+            workdir=self.workdir or None,
+            user=self.user or None,
+            cpus=parse_cpus(self.cpus),
+            memory=parse_size(self.memory, "memory"),
+            shm_size=parse_size(self.shm_size, "shm_size"),
+            gpus=parse_gpus(self.gpus),
+            network=self.network or None,
         )
 
     def run_sync(
@@ -113,17 +184,31 @@ class OCIExecutor(AsyncBaseExecutor):
         args: list[Any],
         kwargs: dict[str, Any],
         task_metadata: dict[str, Any],
+        on_container: Callable[[Container], None] | None = None,
     ) -> TaskOutcome:
-        """Run one task to completion in a fresh container and return its outcome."""
+        """Run one task to completion in a fresh container and return its outcome.
+
+        ``on_container`` is called with the container once it exists (Covalent's job handle).
+        """
         payload = build_task(function, args, kwargs)
+        spec = self.container_spec(task_metadata)
         backend: Backend = select_backend(self.backend, self.backend_config())
         try:
-            with open_container(backend, self.container_spec(task_metadata)) as container:
-                return execute(backend, container, payload)
+            with open_container(backend, spec) as container:
+                if on_container is not None:
+                    on_container(container)
+                return execute(
+                    backend,
+                    container,
+                    payload,
+                    workdir=spec.workdir,
+                    time_limit=self.time_limit if self.time_limit and self.time_limit > 0 else None,
+                    memory=spec.memory,
+                )
         finally:
             backend.close()
 
-    # -- Covalent's entry point --------------------------------------------------------
+    # -- Covalent's entry points -------------------------------------------------------
 
     async def run(
         self,
@@ -132,11 +217,56 @@ class OCIExecutor(AsyncBaseExecutor):
         kwargs: dict[str, Any],
         task_metadata: dict[str, Any],
     ) -> Any:
-        outcome = await asyncio.to_thread(self.run_sync, function, args, kwargs, task_metadata)
+        loop = asyncio.get_running_loop()
+        covalent_runtime = hasattr(self, "_send_queue")
+
+        def on_container(container: Container) -> None:
+            if not covalent_runtime:
+                return
+            handle = {"backend": container.backend, "address": self.address, "container": container.id}
+            asyncio.run_coroutine_threadsafe(self.set_job_handle(handle), loop).result(timeout=30)
+            if asyncio.run_coroutine_threadsafe(self.get_cancel_requested(), loop).result(timeout=30):
+                raise TaskCancelledError("the task was cancelled before it started")
+
+        try:
+            outcome = await asyncio.to_thread(
+                self.run_sync, function, args, kwargs, task_metadata, on_container
+            )
+        except TaskCancelledError:
+            raise
+        except Exception:
+            if covalent_runtime and await self.get_cancel_requested():
+                raise TaskCancelledError("the task was cancelled; its container was removed") from None
+            raise
         self._write_streams(outcome)
         if not outcome.ok:
             raise TaskRuntimeError(f"{outcome.summary()}\n{outcome.traceback}")
         return outcome.transportable()
+
+    async def cancel(self, task_metadata: dict[str, Any], job_handle: Any) -> bool:
+        """Kill and remove the task's container (Covalent calls this on ``ct.cancel``)."""
+        handle = json.loads(job_handle) if isinstance(job_handle, str) else job_handle
+        if not isinstance(handle, dict) or "container" not in handle:
+            return False
+        backend = select_backend(handle["backend"], BackendConfig(address=handle.get("address") or None))
+        container = Container(
+            id=handle["container"],
+            backend=handle["backend"],
+            image="",
+            image_id="",
+            scratch_dir="",
+            python="",
+        )
+
+        def kill() -> None:
+            try:
+                backend.stop(container)
+                backend.remove(container)
+            finally:
+                backend.close()
+
+        await asyncio.to_thread(kill)
+        return True
 
     def _write_streams(self, outcome: TaskOutcome) -> None:
         stdout, stderr = self.task_stdout, self.task_stderr

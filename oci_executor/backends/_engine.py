@@ -29,6 +29,7 @@ from oci_executor.errors import (
 )
 
 SCRATCH_DIR = "/tmp/oci-executor"
+CPU_PERIOD = 100_000  # microseconds; cpus=1.5 becomes a quota of 150000 per period
 HEARTBEAT = SCRATCH_DIR + "/heartbeat"
 
 # The container's main process. It ends (and the engine then removes the container) when
@@ -51,6 +52,20 @@ while True:
         sys.exit(0)
 """
 
+# Counts OOM kills in the container's memory cgroup (v2: memory.events, v1: memory.oom_control).
+OOM_PROBE = """\
+n = 0
+for path in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"):
+    try:
+        for line in open(path):
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                n += int(value)
+    except OSError:
+        pass
+print(n)
+"""
+
 
 def make_tar(dest_dir: str, files: Mapping[str, bytes]) -> bytes:
     """A tar archive placing ``files`` under ``dest_dir`` (entries relative to ``/``)."""
@@ -71,7 +86,8 @@ def make_tar(dest_dir: str, files: Mapping[str, bytes]) -> bytes:
             for directory in reversed(missing):
                 info = tarfile.TarInfo(directory)
                 info.type = tarfile.DIRTYPE
-                info.mode = 0o1777 if directory == base or directory == SCRATCH_DIR.strip("/") else 0o755
+                # World-writable: the task may run as any user (the ``user`` option, keep-id).
+                info.mode = 0o1777 if directory == SCRATCH_DIR.strip("/") else 0o777
                 tar.addfile(info)
             info = tarfile.TarInfo(name)
             info.size = len(content)
@@ -134,8 +150,25 @@ class EngineBackend(Backend):
         return client.images.pull(image)
 
     def _create_kwargs(self, spec: ContainerSpec) -> dict[str, Any]:
-        """Extra keyword arguments for ``containers.create``."""
-        return {}
+        """``containers.create`` keyword arguments for the spec's options; engines add theirs."""
+        kwargs: dict[str, Any] = {}
+        if spec.workdir:
+            kwargs["working_dir"] = spec.workdir
+        if spec.user:
+            kwargs["user"] = spec.user
+        if spec.memory:
+            kwargs["mem_limit"] = spec.memory
+            kwargs["memswap_limit"] = spec.memory  # no swap beyond the limit: OOM is OOM
+        if spec.shm_size:
+            kwargs["shm_size"] = spec.shm_size
+        if spec.cpus:
+            kwargs["cpu_period"] = CPU_PERIOD
+            kwargs["cpu_quota"] = int(spec.cpus * CPU_PERIOD)
+        if spec.network in ("none", "host", "bridge"):
+            kwargs["network_mode"] = spec.network
+        if spec.userns:
+            kwargs["userns_mode"] = spec.userns
+        return kwargs
 
     # -- connection and error mapping --------------------------------------------------
 
@@ -305,10 +338,23 @@ class EngineBackend(Backend):
             chunks, _stat = self._obj(container).get_archive(src_dir)
             return read_tar(chunks, src_dir)
 
+    def oom_killed(self, container: Container) -> bool:
+        try:
+            result = self.exec(container, [container.python, "-c", OOM_PROBE])
+            if result.exit_code == 0 and int(result.stdout.strip() or 0) > 0:
+                return True
+        except Exception:  # noqa: BLE001 - best effort; fall back to the engine's flag
+            pass
+        try:
+            obj = self._obj(container)
+            obj.reload()
+            return bool(obj.attrs.get("State", {}).get("OOMKilled"))
+        except Exception:  # noqa: BLE001
+            return False
+
     def stop(self, container: Container) -> None:
-        obj = self._obj(container)
-        with contextlib.suppress(Exception):
-            obj.kill()
+        with contextlib.suppress(Exception):  # already stopped or gone is fine
+            self._obj(container).kill()
 
     def remove(self, container: Container) -> None:
         with self._lock:

@@ -11,8 +11,9 @@ from typing import Any
 
 import docker
 import docker.errors
+import docker.types
 
-from oci_executor.backend import ExecResult
+from oci_executor.backend import ContainerSpec, ExecResult
 from oci_executor.backends._engine import EngineBackend
 from oci_executor.errors import OCIExecutorError
 from oci_executor.hookspecs import hookimpl
@@ -26,6 +27,9 @@ class DockerBackend(EngineBackend):
     """Tasks in Docker containers."""
 
     name = "docker"
+    supported_options = frozenset(
+        {"volumes", "userns", "workdir", "user", "cpus", "memory", "shm_size", "gpus", "network"}
+    )
     engine = "Docker"
     start_hint = (
         "Start the Docker daemon (`sudo systemctl start docker`, or `sudo dockerd &`), "
@@ -40,12 +44,34 @@ class DockerBackend(EngineBackend):
             return docker.DockerClient(base_url=self.config.address, timeout=API_TIMEOUT)
         return docker.from_env(timeout=API_TIMEOUT)
 
+    def _create_kwargs(self, spec: ContainerSpec) -> dict[str, Any]:
+        kwargs = super()._create_kwargs(spec)
+        if spec.volumes:
+            suffix = ",z" if spec.selinux_relabel else ""
+            kwargs["volumes"] = {
+                v.host: {"bind": v.container, "mode": ("ro" if v.read_only else "rw") + suffix}
+                for v in spec.volumes
+            }
+        if spec.network and "network_mode" not in kwargs:
+            kwargs["network_mode"] = spec.network  # a user-defined network, by name
+        if spec.gpus:
+            kwargs["device_requests"] = [device_request(spec)]
+        return kwargs
+
     def _map_error(self, exc: Exception, action: str) -> OCIExecutorError | None:
         return None
 
     def _exec_result(self, raw: Any) -> ExecResult:
         stdout, stderr = raw.output if raw.output is not None else (None, None)
         return ExecResult(int(raw.exit_code or 0), stdout or b"", stderr or b"")
+
+
+def device_request(spec: ContainerSpec) -> docker.types.DeviceRequest:
+    """Docker's GPU request (``docker run --gpus``) for the spec's GPUs."""
+    assert spec.gpus is not None
+    if spec.gpus.device_ids:
+        return docker.types.DeviceRequest(device_ids=list(spec.gpus.device_ids), capabilities=[["gpu"]])
+    return docker.types.DeviceRequest(count=spec.gpus.count, capabilities=[["gpu"]])
 
 
 @hookimpl

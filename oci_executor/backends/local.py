@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,11 +23,18 @@ from oci_executor.registry import BackendRegistry
 
 TEMP_PREFIX = "oci-executor-local-"
 
+# Running execs by container, so that stop() (a time limit, a cancel from another executor
+# instance in the same server) can kill them.
+_running: dict[str, set[subprocess.Popen[bytes]]] = {}
+_env: dict[str, dict[str, str]] = {}
+_lock = threading.Lock()
+
 
 class LocalBackend(Backend):
     """Runs tasks in subprocesses of the host, each container a temp folder."""
 
     name = "local"
+    supported_options = frozenset({"workdir"})
 
     def available(self) -> bool:
         return True
@@ -35,6 +44,8 @@ class LocalBackend(Backend):
 
     def create(self, spec: ContainerSpec) -> Container:
         root = tempfile.mkdtemp(prefix=TEMP_PREFIX)
+        with _lock:
+            _env[root] = dict(spec.env)
         return Container(
             id=root,
             backend=self.name,
@@ -66,17 +77,27 @@ class LocalBackend(Backend):
         env: Mapping[str, str] | None = None,
         workdir: str | None = None,
     ) -> ExecResult:
-        full_env = {**os.environ, **(env or {})}
+        with _lock:
+            spec_env = _env.get(container.id, {})
+        full_env = {**os.environ, **spec_env, **(env or {})}
         full_env.pop("PYTHONPATH", None)
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             list(argv),
             cwd=workdir or container.scratch_dir,
             env=full_env,
             stdin=subprocess.DEVNULL,
-            capture_output=True,
-            check=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
-        return ExecResult(proc.returncode, proc.stdout, proc.stderr)
+        with _lock:
+            _running.setdefault(container.id, set()).add(proc)
+        try:
+            stdout, stderr = proc.communicate()
+        finally:
+            with _lock:
+                _running.get(container.id, set()).discard(proc)
+        return ExecResult(proc.returncode, stdout, stderr)
 
     def copy_out(self, container: Container, src_dir: str) -> dict[str, bytes]:
         base = self._inside(container, src_dir)
@@ -87,10 +108,22 @@ class LocalBackend(Backend):
         }
 
     def stop(self, container: Container) -> None:
-        """Nothing runs between execs: each exec is waited for."""
+        """Kill every running exec of the container (its whole process group)."""
+        with _lock:
+            procs = list(_running.get(container.id, ()))
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def remove(self, container: Container) -> None:
-        shutil.rmtree(container.scratch_dir, ignore_errors=True)
+        self.stop(container)
+        with _lock:
+            _running.pop(container.id, None)
+            _env.pop(container.id, None)
+        if os.path.basename(container.id).startswith(TEMP_PREFIX):
+            shutil.rmtree(container.id, ignore_errors=True)
 
 
 @hookimpl

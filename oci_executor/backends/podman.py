@@ -1,27 +1,56 @@
-"""The ``podman`` backend: the Podman REST API through the ``podman`` SDK."""
+"""The ``podman`` backend: the Podman REST API through the ``podman`` SDK, rootful or rootless.
+
+Address: the executor's ``address`` option, else ``CONTAINER_HOST``, else the rootless socket
+``$XDG_RUNTIME_DIR/podman/podman.sock``, else ``/run/podman/podman.sock``. When none of these
+answers but the ``podman`` binary is installed (and no address was given), the backend starts
+a transient ``podman system service`` of its own and stops it in :meth:`PodmanBackend.close`.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
+import time
 from typing import Any
 
-from oci_executor.backend import ExecResult
+from oci_executor.backend import ContainerSpec, ExecResult
 from oci_executor.backends._engine import EngineBackend
-from oci_executor.errors import OCIExecutorError
+from oci_executor.errors import ConfigurationError, OCIExecutorError
 from oci_executor.hookspecs import hookimpl
 from oci_executor.registry import BackendRegistry
 
 ROOTFUL_SOCKET = "unix:///run/podman/podman.sock"
+SERVICE_IDLE_SECONDS = 60
+"""A transient service left behind by a killed executor exits after this long without clients."""
+SERVICE_START_TIMEOUT = 20.0
+
+
+def rootless_socket() -> str | None:
+    """The rootless service's socket URL, from ``XDG_RUNTIME_DIR``."""
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+    return f"unix://{runtime_dir}/podman/podman.sock" if runtime_dir else None
 
 
 def default_address() -> str:
-    """``CONTAINER_HOST``, else the rootless socket if present, else the rootful one."""
+    """``CONTAINER_HOST``, else the rootless socket if it exists (or we are not root), else rootful."""
     if os.environ.get("CONTAINER_HOST"):
         return os.environ["CONTAINER_HOST"]
-    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime_dir and os.path.exists(os.path.join(runtime_dir, "podman", "podman.sock")):
-        return f"unix://{runtime_dir}/podman/podman.sock"
+    rootless = rootless_socket()
+    if rootless and (os.path.exists(rootless[len("unix://") :]) or os.geteuid() != 0):
+        return rootless
     return ROOTFUL_SOCKET
+
+
+def cdi_devices(spec: ContainerSpec) -> list[str]:
+    """Podman's CDI device names (``--device nvidia.com/gpu=...``) for the spec's GPUs."""
+    assert spec.gpus is not None
+    if spec.gpus.device_ids:
+        return [f"nvidia.com/gpu={device}" for device in spec.gpus.device_ids]
+    if spec.gpus.count < 0:
+        return ["nvidia.com/gpu=all"]
+    return [f"nvidia.com/gpu={index}" for index in range(spec.gpus.count)]
 
 
 class PodmanBackend(EngineBackend):
@@ -29,19 +58,101 @@ class PodmanBackend(EngineBackend):
 
     name = "podman"
     engine = "Podman"
+    supported_options = frozenset(
+        {"volumes", "userns", "workdir", "user", "cpus", "memory", "shm_size", "gpus", "network"}
+    )
     start_hint = (
-        "Start the Podman service (`podman system service --time=0 &` as your user for "
-        "rootless, or `systemctl --user start podman.socket`), or point CONTAINER_HOST or the "
-        "executor's 'address' option at a running service."
+        "Start the Podman service (`podman system service --time=0 &` as your user for rootless, "
+        "`systemctl --user start podman.socket`, or `sudo systemctl start podman.socket`), or point "
+        "CONTAINER_HOST or the executor's 'address' option at a running service. With the podman "
+        "binary installed and no address set, oci-executor starts a transient service itself."
     )
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._service: subprocess.Popen[bytes] | None = None
+        self._service_dir: str | None = None
+        self._info: dict[str, Any] | None = None
+
     def address(self) -> str:
+        if self._service_dir:
+            return f"unix://{self._service_dir}/podman.sock"
         return self.config.address or default_address()
+
+    # -- connection, with a transient service as the fallback --------------------------
 
     def _connect(self) -> Any:
         import podman
 
+        client = podman.PodmanClient(base_url=self.address())
+        if self.config.address or os.environ.get("CONTAINER_HOST") or not shutil.which("podman"):
+            return client
+        try:
+            client.ping()
+            return client
+        except Exception:  # noqa: BLE001 - no service: start our own
+            client.close()
+        self._start_service()
         return podman.PodmanClient(base_url=self.address())
+
+    def _start_service(self) -> None:
+        """Start ``podman system service`` on a private socket and wait until it answers."""
+        base = os.environ.get("XDG_RUNTIME_DIR")
+        if not base or not os.access(base, os.W_OK):
+            base = None
+        self._service_dir = tempfile.mkdtemp(prefix="oci-executor-podman-", dir=base)
+        socket_path = f"{self._service_dir}/podman.sock"
+        log_path = f"{self._service_dir}/service.log"
+        with open(log_path, "wb") as log:
+            self._service = subprocess.Popen(
+                ["podman", "system", "service", f"--time={SERVICE_IDLE_SECONDS}", f"unix://{socket_path}"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + SERVICE_START_TIMEOUT
+        while not os.path.exists(socket_path):
+            if self._service.poll() is not None or time.monotonic() > deadline:
+                with open(log_path, "rb") as handle:
+                    detail = handle.read().decode(errors="replace").strip()[-500:]
+                self._stop_service()
+                raise self.unavailable(f"could not start a transient `podman system service`: {detail}")
+            time.sleep(0.05)
+
+    def _stop_service(self) -> None:
+        service, self._service = self._service, None
+        if service is not None:
+            service.terminate()
+            try:
+                service.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                service.kill()
+                service.wait()
+        if self._service_dir:
+            shutil.rmtree(self._service_dir, ignore_errors=True)
+            self._service_dir = None
+
+    @property
+    def transient_service(self) -> bool:
+        """Whether this backend started its own Podman service."""
+        return self._service is not None
+
+    def close(self) -> None:
+        super().close()
+        self._stop_service()
+
+    # -- engine specifics ----------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """``podman info`` of the service (cached)."""
+        if self._info is None:
+            with self._errors("read the service's info"):
+                self._info = dict(self.client().info())
+        return self._info
+
+    def rootless(self) -> bool:
+        return bool(self.info().get("host", {}).get("security", {}).get("rootless", False))
 
     def _pull(self, client: Any, image: str) -> Any:
         # podman-py reports a failed pull only inside the progress stream.
@@ -49,6 +160,35 @@ class PodmanBackend(EngineBackend):
             if isinstance(event, dict) and event.get("error"):
                 raise RuntimeError(event["error"])
         return client.images.get(image)
+
+    def _create_kwargs(self, spec: ContainerSpec) -> dict[str, Any]:
+        kwargs = super()._create_kwargs(spec)
+        rootless = self.rootless()
+        if (
+            rootless
+            and (spec.cpus or spec.memory)
+            and self.info().get("host", {}).get("cgroupVersion") == "v1"
+        ):
+            raise ConfigurationError(
+                "rootless Podman cannot set cpus or memory limits on a cgroup v1 host (it would "
+                "silently ignore them). Boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1), "
+                "use rootful Podman or Docker, or drop the limits."
+            )
+        if spec.volumes:
+            extra = ["z"] if spec.selinux_relabel else []
+            kwargs["volumes"] = {
+                v.host: {"bind": v.container, "extended_mode": ["ro" if v.read_only else "rw", *extra]}
+                for v in spec.volumes
+            }
+            if rootless and not spec.userns:
+                # Files the task writes belong to the invoking user on the host, and the
+                # task can read that user's files.
+                kwargs["userns_mode"] = "keep-id"
+        if spec.network and "network_mode" not in kwargs:
+            kwargs["networks"] = {spec.network: {}}
+        if spec.gpus:
+            kwargs["devices"] = cdi_devices(spec)
+        return kwargs
 
     def _map_error(self, exc: Exception, action: str) -> OCIExecutorError | None:
         return None
