@@ -91,9 +91,10 @@ def engine_target(request: pytest.FixtureRequest) -> Iterator[Target]:
     assert not left, f"left behind on {tgt.id}: {sorted(left)}"
 
 
-@pytest.fixture
-def docker_target() -> Iterator[Target]:
-    tgt = _target("docker")
+@pytest.fixture(params=["docker", "podman"])
+def rootful_target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    """The engines that can enforce resource limits on this host (not rootless on cgroup v1)."""
+    tgt = _target(request.param)
     before = set(tgt.our_containers())
     yield tgt
     assert set(tgt.our_containers()) - before == set()

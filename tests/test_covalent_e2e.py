@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -96,3 +97,70 @@ def test_failing_electron_ends_failed(server: str) -> None:
     assert "missing key alpha" in node["stderr"]
     assert "about to fail" in node["stdout"]
     assert "explode" in str(result.error)
+
+
+def _node(result, index: int = 0) -> dict:  # type: ignore[no-untyped-def]
+    return result.get_node_result(index)
+
+
+def test_time_limit_fails_the_node_naming_the_limit(server: str, target: Target) -> None:
+    import covalent as ct
+
+    @ct.electron(executor=target.executor(time_limit=2))
+    def sleepy():  # type: ignore[no-untyped-def]
+        import time
+
+        time.sleep(60)
+
+    @ct.lattice
+    def flow():  # type: ignore[no-untyped-def]
+        return sleepy()
+
+    start = time.monotonic()
+    result = _dispatch(flow)
+    assert time.monotonic() - start < 30
+    assert str(result.status) == "FAILED"
+    node = _node(result)
+    assert str(node["status"]) == "FAILED"
+    assert "time_limit of 2 s" in str(node["error"])
+
+
+def test_cancel_kills_the_container_and_ends_cancelled(server: str, engine_target: Target) -> None:
+    import covalent as ct
+
+    @ct.electron(executor=engine_target.executor())
+    def slow():  # type: ignore[no-untyped-def]
+        import time
+
+        time.sleep(120)
+        return 1
+
+    @ct.lattice
+    def flow():  # type: ignore[no-untyped-def]
+        return slow()
+
+    dispatch_id = ct.dispatch(flow)()
+    client = engines._client(engine_target.backend, engine_target.address)
+    label = f"io.oci-executor.dispatch-id={dispatch_id}"
+
+    def ours() -> list[str]:
+        return [c.id for c in client.containers.list(all=True, filters={"label": label})]
+
+    try:
+        deadline = time.monotonic() + 60
+        while not ours():
+            assert time.monotonic() < deadline, "the task's container never appeared"
+            time.sleep(0.2)
+        time.sleep(1.0)  # the job handle is stored right after the container's Python check
+        ct.cancel(dispatch_id)
+        cancelled_at = time.monotonic()
+        while ours() and time.monotonic() - cancelled_at < 10:
+            time.sleep(0.05)
+        elapsed = time.monotonic() - cancelled_at
+        assert ours() == [], "the container survived the cancel"
+        assert elapsed < 2.0, f"the container took {elapsed:.2f} s to go"
+    finally:
+        client.close()
+    result = ct.get_result(dispatch_id, wait=True)
+    assert str(_node(result)["status"]) == "CANCELLED"
+    assert str(result.status) == "CANCELLED"

@@ -149,6 +149,9 @@ class EngineBackend(Backend):
         """Pull ``image`` and return the image object."""
         return client.images.pull(image)
 
+    def _before_start(self, obj: Any, spec: ContainerSpec) -> None:
+        """Adjust a created container before it starts (engine-specific; nothing by default)."""
+
     def _create_kwargs(self, spec: ContainerSpec) -> dict[str, Any]:
         """``containers.create`` keyword arguments for the spec's options; engines add theirs."""
         kwargs: dict[str, Any] = {}
@@ -280,6 +283,8 @@ class EngineBackend(Backend):
                 **self._create_kwargs(spec),
             )
         try:
+            with self._errors(f"prepare a container from {spec.image}"):
+                self._before_start(obj, spec)
             with self._errors(f"start a container from {spec.image}"):
                 obj.start()
         except ContainerError as exc:

@@ -8,9 +8,11 @@ a transient ``podman system service`` of its own and stops it in :meth:`PodmanBa
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import time
 from typing import Any
@@ -160,6 +162,26 @@ class PodmanBackend(EngineBackend):
             if isinstance(event, dict) and event.get("error"):
                 raise RuntimeError(event["error"])
         return client.images.get(image)
+
+    def _before_start(self, obj: Any, spec: ContainerSpec) -> None:
+        """Create a missing workdir, owned by the task's user: Podman's API does not (Docker does)."""
+        if not spec.workdir:
+            return
+        try:
+            obj.get_archive(spec.workdir)
+            return
+        except Exception:  # noqa: BLE001 - missing: create it below
+            pass
+        uid, _, gid = (spec.user or "0").partition(":")
+        info = tarfile.TarInfo(spec.workdir.strip("/"))
+        info.type = tarfile.DIRTYPE
+        info.mode = 0o755
+        info.uid = int(uid) if uid.isdigit() else 0
+        info.gid = int(gid) if gid.isdigit() else info.uid
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            tar.addfile(info)
+        obj.put_archive("/", buffer.getvalue())
 
     def _create_kwargs(self, spec: ContainerSpec) -> dict[str, Any]:
         kwargs = super()._create_kwargs(spec)
