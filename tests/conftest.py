@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 
-_HOME = tempfile.mkdtemp(prefix="oci-executor-tests-home-")
+_HOME = tempfile.mkdtemp(prefix="oci-tests-home-")
 os.environ["HOME"] = _HOME
 os.environ["COVALENT_CONFIG_DIR"] = os.path.join(_HOME, ".config", "covalent")
 # The test server runs without Dask; Covalent picks its default executors at import time.

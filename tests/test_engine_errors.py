@@ -27,14 +27,18 @@ from tests import engines, tasks
 from tests.conftest import Target
 
 META = {"dispatch_id": "errors", "node_id": 0}
+TEMP_PREFIXES = ("oci-executor-local-", "oci-executor-podman-")  # every temp name our code uses
 
 
 @pytest.fixture(autouse=True)
 def no_temp_files_left() -> Iterator[None]:
-    pattern = os.path.join(tempfile.gettempdir(), "oci-executor-*")
-    before = set(glob.glob(pattern))
+    def ours() -> set[str]:
+        tmp = tempfile.gettempdir()
+        return {p for prefix in TEMP_PREFIXES for p in glob.glob(os.path.join(tmp, prefix + "*"))}
+
+    before = ours()
     yield
-    assert set(glob.glob(pattern)) - before == set()
+    assert ours() - before == set()
 
 
 def test_engine_not_running_names_the_socket_and_the_fix(engine_target: Target) -> None:

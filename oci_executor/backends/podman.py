@@ -29,6 +29,9 @@ SERVICE_IDLE_SECONDS = 60
 SERVICE_START_TIMEOUT = 20.0
 
 
+_info_cache: dict[str, dict[str, Any]] = {}
+
+
 def rootless_socket() -> str | None:
     """The rootless service's socket URL, from ``XDG_RUNTIME_DIR``."""
     runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
@@ -147,10 +150,16 @@ class PodmanBackend(EngineBackend):
     # -- engine specifics ----------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        """``podman info`` of the service (cached)."""
+        """``podman info`` of the service (cached per address for the process)."""
         if self._info is None:
-            with self._errors("read the service's info"):
-                self._info = dict(self.client().info())
+            address = self.address()
+            cached = None if self._service_dir else _info_cache.get(address)
+            if cached is None:
+                with self._errors("read the service's info"):
+                    cached = dict(self.client().info())
+                if not self._service_dir:
+                    _info_cache[address] = cached
+            self._info = cached
         return self._info
 
     def rootless(self) -> bool:
