@@ -20,6 +20,7 @@ from oci_executor.backend import BackendConfig
 from oci_executor.errors import OCIExecutorError
 from oci_executor.oci import _EXECUTOR_PLUGIN_DEFAULTS
 from oci_executor.registry import AUTO_ORDER, default_registry
+from oci_executor.task import host_python_version
 
 
 def server_url() -> str:
@@ -62,8 +63,12 @@ def covalent_server(timeout: float = 60.0) -> Iterator[str]:
         subprocess.run([*_covalent_cli(), "stop"], check=False, stdout=subprocess.DEVNULL)
 
 
-def pick_backend(image: str) -> str:
-    """The first of podman, docker that answers and has (or can pull) ``image``; else local."""
+TEST_IMAGE = f"oci-executor-test/python:{host_python_version()}"
+"""The image scripts/setup-engines.sh builds; used when the default image cannot be had."""
+
+
+def pick_backend(images: list[str]) -> tuple[str, str]:
+    """The first of podman, docker that answers and has (or can pull) one of ``images``; else local."""
     registry = default_registry()
     for name in AUTO_ORDER:
         if name == "local":
@@ -73,21 +78,25 @@ def pick_backend(image: str) -> str:
             if not backend.available():
                 print(f"  {name}: not available ({backend.describe()})", file=sys.stderr)
                 continue
-            backend.ensure_image(image)  # type: ignore[attr-defined]
-            return name
-        except OCIExecutorError as exc:
-            print(f"  {name}: cannot use image {image!r}: {str(exc).splitlines()[0][:160]}", file=sys.stderr)
+            for image in images:
+                try:
+                    backend.ensure_image(image)  # type: ignore[attr-defined]
+                    return name, image
+                except OCIExecutorError as exc:
+                    reason = str(exc).splitlines()[0][:140]
+                    print(f"  {name}: cannot use image {image!r}: {reason}", file=sys.stderr)
         finally:
             backend.close()
-    return "local"
+    return "local", images[0]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--image",
-        default=os.environ.get("OCI_EXECUTOR_IMAGE", _EXECUTOR_PLUGIN_DEFAULTS["image"]),
-        help="image with the host's Python (default: $OCI_EXECUTOR_IMAGE or %(default)s)",
+        default=os.environ.get("OCI_EXECUTOR_IMAGE"),
+        help=f"image with the host's Python (default: $OCI_EXECUTOR_IMAGE, else "
+        f"{_EXECUTOR_PLUGIN_DEFAULTS['image']}, else {TEST_IMAGE})",
     )
     parser.add_argument("--backend", default=None, help="force a backend instead of probing")
     options = parser.parse_args(argv)
@@ -96,10 +105,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from oci_executor import OCIExecutor
 
-    print("Choosing a backend ...", file=sys.stderr)
-    backend = options.backend or pick_backend(options.image)
-    print(f"Backend: {backend}, image: {options.image}", file=sys.stderr)
-    executor = OCIExecutor(image=options.image, backend=backend)
+    images = [options.image] if options.image else [_EXECUTOR_PLUGIN_DEFAULTS["image"], TEST_IMAGE]
+    if options.backend:
+        backend, image = options.backend, images[0]
+    else:
+        print("Choosing a backend ...", file=sys.stderr)
+        backend, image = pick_backend(images)
+    print(f"Backend: {backend}, image: {image}", file=sys.stderr)
+    executor = OCIExecutor(image=image, backend=backend)
 
     @ct.electron(executor=executor)  # type: ignore[arg-type]  # Covalent's hint omits async executors
     def add(x: int, y: int) -> int:

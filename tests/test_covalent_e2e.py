@@ -164,3 +164,16 @@ def test_cancel_kills_the_container_and_ends_cancelled(server: str, engine_targe
     result = ct.get_result(dispatch_id, wait=True)
     assert str(_node(result)["status"]) == "CANCELLED"
     assert str(result.status) == "CANCELLED"
+
+
+def test_main_job_prints_the_seed_result(server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's main job (oci_executor.demo) against the running server."""
+    from oci_executor import demo
+
+    assert demo.main([]) == 0
+    out = capsys.readouterr()
+    assert "Lattice Result" in out.out
+    assert "status: COMPLETED" in out.out
+    assert "result: 15" in out.out
+    expected = "podman" if engines.in_ci() else ""
+    assert f"Backend: {expected}" in out.err
