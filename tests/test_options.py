@@ -222,3 +222,78 @@ def test_options_come_from_covalent_conf() -> None:
         assert executor.container_spec({}).memory == 300 * 1024 * 1024
     finally:
         ct.set_config({"executors.oci.memory": "", "executors.oci.env": {}, "executors.oci.network": ""})
+
+
+def _write_and_read(folder: str) -> dict[str, Any]:
+    import os
+
+    with open(os.path.join(folder, "input.txt"), encoding="utf-8") as handle:
+        text = handle.read()
+    with open(os.path.join(folder, "output.txt"), "w", encoding="utf-8") as handle:
+        handle.write(text.upper())
+    return {"read": text, "uid": os.getuid()}
+
+
+@pytest.fixture
+def shared_dir() -> Any:
+    """A folder every engine's user can reach (pytest's tmp_path is private to root)."""
+    import pathlib
+    import shutil
+    import tempfile
+
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="oci-tests-volume-"))
+    folder.chmod(0o777)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_volume_read_and_write(engine_target: Target, shared_dir: Any) -> None:
+    import os
+    import pwd
+
+    folder = shared_dir
+    (folder / "input.txt").write_text("from the host", encoding="utf-8")
+    executor = engine_target.executor(volumes=[f"{folder}:/data"])
+    facts = executor.run_sync(_write_and_read, ["/data"], {}, META).load_value()
+    assert facts["read"] == "from the host"
+    assert (folder / "output.txt").read_text(encoding="utf-8") == "FROM THE HOST"
+    owner = os.stat(folder / "output.txt").st_uid
+    if engine_target.id == "podman-rootless":
+        # keep-id: the file belongs to the user whose rootless Podman ran the task
+        assert owner == pwd.getpwnam(engines.ROOTLESS_USER).pw_uid
+    else:
+        assert owner == facts["uid"] == 0
+
+
+def test_read_only_volume(engine_target: Target, shared_dir: Any) -> None:
+    folder = shared_dir
+    (folder / "input.txt").write_text("x", encoding="utf-8")
+    outcome = engine_target.executor(volumes=[f"{folder}:/data:ro"]).run_sync(
+        _write_and_read, ["/data"], {}, META
+    )
+    assert not outcome.ok
+    assert "Read-only file system" in outcome.error_message
+    assert not (folder / "output.txt").exists()
+
+
+def test_unreachable_volume_folder_is_explained(tmp_path: Any) -> None:
+    """Rootless Podman cannot mount a folder its user cannot reach (pytest's tmp_path is root's)."""
+    from oci_executor.errors import ContainerError
+
+    target = Target(
+        "podman-rootless", "podman", engines.require_engine("podman-rootless"), engines.test_image()
+    )
+    with pytest.raises(
+        ContainerError, match=r"cannot mount the host folder .*permission denied.*search \(x\)"
+    ):
+        target.executor(volumes=[f"{tmp_path}:/data"]).run_sync(_write_and_read, ["/data"], {}, META)
+
+
+def test_selinux_relabel_translation() -> None:
+    from oci_executor.backend import Volume
+
+    spec = ContainerSpec(image="img", volumes=(Volume("/h", "/c", True),), selinux_relabel=True)
+    assert DockerBackend()._create_kwargs(spec)["volumes"] == {"/h": {"bind": "/c", "mode": "ro,z"}}
+    podman = PodmanBackend()
+    podman._info = {"host": {"security": {"rootless": False}}}
+    assert podman._create_kwargs(spec)["volumes"] == {"/h": {"bind": "/c", "extended_mode": ["ro", "z"]}}

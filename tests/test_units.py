@@ -201,3 +201,14 @@ def test_third_party_backend_installs_through_entry_point(tmp_path: Path) -> Non
         assert "oci-executor-local-" in container_id
     finally:
         subprocess.run([*pip, "uninstall", "-y", "oci-executor-thirdparty-example"], check=True)
+
+
+def test_plugin_defaults_are_written_to_covalent_conf() -> None:
+    import platform
+
+    from covalent._shared_files.config import get_config
+
+    section = get_config("executors.oci")
+    assert section["image"] == f"python:{'.'.join(platform.python_version_tuple()[:2])}-slim"
+    assert section["backend"] == "auto"
+    assert section["pull_policy"] == "missing"

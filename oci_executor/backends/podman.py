@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -19,7 +20,7 @@ from typing import Any
 
 from oci_executor.backend import ContainerSpec, ExecResult
 from oci_executor.backends._engine import EngineBackend
-from oci_executor.errors import ConfigurationError, OCIExecutorError
+from oci_executor.errors import ConfigurationError, ContainerError, OCIExecutorError
 from oci_executor.hookspecs import hookimpl
 from oci_executor.registry import BackendRegistry
 
@@ -222,6 +223,14 @@ class PodmanBackend(EngineBackend):
         return kwargs
 
     def _map_error(self, exc: Exception, action: str) -> OCIExecutorError | None:
+        text = " ".join(str(exc).split())
+        match = re.search(r"statfs (\S+): (permission denied|no such file or directory)", text)
+        if match:
+            return ContainerError(
+                f"Podman cannot mount the host folder {match.group(1)}: {match.group(2)}. The folder must exist "
+                "and be reachable by the user running the Podman service (for rootless Podman: you); "
+                "create it, or give that user search (x) permission on every parent folder."
+            )
         return None
 
     def _exec_result(self, raw: Any) -> ExecResult:
