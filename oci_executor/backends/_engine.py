@@ -16,6 +16,8 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import requests
+
 from oci_executor.backend import Backend, BackendConfig, Container, ContainerSpec, ExecResult
 from oci_executor.errors import (
     BackendError,
@@ -220,8 +222,10 @@ class EngineBackend(Backend):
             mapped = self._map_error(exc, action)
             if mapped is None:
                 text = _describe(exc)
-                lowered = text.lower()
-                if any(s in lowered for s in ("connection refused", "no such file", "connection aborted")):
+                if (
+                    isinstance(exc, requests.exceptions.ConnectionError)
+                    or "server api version" in text.lower()
+                ):
                     mapped = self.unavailable(text)
                 else:
                     mapped = ContainerError(f"{self.engine} failed to {action}: {text}")
