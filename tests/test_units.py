@@ -203,12 +203,18 @@ def test_third_party_backend_installs_through_entry_point(tmp_path: Path) -> Non
         subprocess.run([*pip, "uninstall", "-y", "oci-executor-thirdparty-example"], check=True)
 
 
-def test_plugin_defaults_are_written_to_covalent_conf() -> None:
+def test_plugin_defaults_are_written_to_covalent_conf(tmp_path: Path) -> None:
+    """A new user's first import of covalent writes [executors.oci] with our defaults."""
+    import os
     import platform
 
-    from covalent._shared_files.config import get_config
-
-    section = get_config("executors.oci")
-    assert section["image"] == f"python:{'.'.join(platform.python_version_tuple()[:2])}-slim"
-    assert section["backend"] == "auto"
-    assert section["pull_policy"] == "missing"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COVALENT_", "XDG_"))}
+    env["HOME"] = str(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", "import covalent"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    conf = (tmp_path / ".config" / "covalent" / "covalent.conf").read_text(encoding="utf-8")
+    section = conf.split("[executors.oci]", 1)[1].split("\n[", 1)[0]
+    minor = ".".join(platform.python_version_tuple()[:2])
+    assert f'image = "python:{minor}-slim"' in section
+    assert 'backend = "auto"' in section
+    assert 'pull_policy = "missing"' in section
