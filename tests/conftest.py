@@ -71,30 +71,28 @@ def _target(target_id: str) -> Target:
     return Target(target_id, backend, address, engines.test_image())
 
 
-@pytest.fixture(params=engines.CONTRACT_TARGETS)
-def target(request: pytest.FixtureRequest) -> Iterator[Target]:
-    """Each backend the contract suite covers; asserts nothing of ours is left afterwards."""
-    tgt = _target(request.param)
+def _leaving_nothing(target_id: str) -> Iterator[Target]:
+    """Yield the target; afterwards assert that nothing of ours was left on it."""
+    tgt = _target(target_id)
     before = set(tgt.our_containers())
     yield tgt
     left = set(tgt.our_containers()) - before
     assert not left, f"left behind on {tgt.id}: {sorted(left)}"
+
+
+@pytest.fixture(params=engines.CONTRACT_TARGETS)
+def target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    """Each backend the contract suite covers; asserts nothing of ours is left afterwards."""
+    yield from _leaving_nothing(request.param)
 
 
 @pytest.fixture(params=engines.ENGINE_TARGETS)
 def engine_target(request: pytest.FixtureRequest) -> Iterator[Target]:
     """Each real engine; asserts no container of ours is left afterwards."""
-    tgt = _target(request.param)
-    before = set(tgt.our_containers())
-    yield tgt
-    left = set(tgt.our_containers()) - before
-    assert not left, f"left behind on {tgt.id}: {sorted(left)}"
+    yield from _leaving_nothing(request.param)
 
 
 @pytest.fixture(params=["docker", "podman"])
 def rootful_target(request: pytest.FixtureRequest) -> Iterator[Target]:
     """The engines that can enforce resource limits on this host (not rootless on cgroup v1)."""
-    tgt = _target(request.param)
-    before = set(tgt.our_containers())
-    yield tgt
-    assert set(tgt.our_containers()) - before == set()
+    yield from _leaving_nothing(request.param)
