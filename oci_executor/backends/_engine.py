@@ -13,6 +13,7 @@ import io
 import posixpath
 import tarfile
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ from oci_executor.errors import (
 )
 
 SCRATCH_DIR = "/tmp/oci-executor"
+REMOVE_TIMEOUT = 30.0  # seconds to wait for an engine's own removal of a killed container
 CPU_PERIOD = 100_000  # microseconds; cpus=1.5 becomes a quota of 150000 per period
 HEARTBEAT = SCRATCH_DIR + "/heartbeat"
 
@@ -384,14 +386,29 @@ class EngineBackend(Backend):
                 client.close()
 
 
-def _force_remove(obj: Any) -> None:
-    """Kill and remove a container; gone or already being removed is fine."""
+def _force_remove(obj: Any, timeout: float = REMOVE_TIMEOUT) -> None:
+    """Kill and remove a container, and return once it is gone.
+
+    A container killed moments before (time limit, cancel) may already be being removed by
+    the engine (auto-remove): then wait for that removal to finish.
+    """
     try:
         obj.remove(force=True)
+        return
     except Exception as exc:  # noqa: BLE001
-        if _is_not_found(exc) or "already in progress" in str(exc).lower():
+        if _is_not_found(exc):
             return
-        raise BackendError(f"could not remove container {obj.id[:12]}: {_describe(exc)}") from exc
+        if "already in progress" not in str(exc).lower():
+            raise BackendError(f"could not remove container {obj.id[:12]}: {_describe(exc)}") from exc
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            obj.reload()
+        except Exception as exc:  # noqa: BLE001
+            if _is_not_found(exc):
+                return
+        time.sleep(0.05)
+    raise BackendError(f"container {obj.id[:12]} was still being removed after {timeout:g} s")
 
 
 def _is_not_found(exc: BaseException | None) -> bool:
