@@ -46,6 +46,20 @@ class GpuRequest:
     device_ids: tuple[str, ...] = ()
 
 
+OPTIONAL_SETTINGS: tuple[str, ...] = (
+    "volumes",
+    "userns",
+    "workdir",
+    "user",
+    "cpus",
+    "memory",
+    "shm_size",
+    "gpus",
+    "network",
+)
+"""The :class:`ContainerSpec` fields a backend may or may not honour (see ``supported_options``)."""
+
+
 @dataclass(frozen=True)
 class ContainerSpec:
     """What to create: an immutable description of one container.
@@ -80,8 +94,7 @@ class ContainerSpec:
 
     def options_set(self) -> list[str]:
         """Names of the optional container settings this spec asks for."""
-        names = ("volumes", "userns", "workdir", "user", "cpus", "memory", "shm_size", "gpus", "network")
-        return [name for name in names if getattr(self, name) not in (None, (), "")]
+        return [name for name in OPTIONAL_SETTINGS if getattr(self, name) not in (None, (), "")]
 
 
 @dataclass(frozen=True)

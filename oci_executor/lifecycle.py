@@ -116,13 +116,12 @@ def execute(
     try:
         result = backend.exec(container, [container.python, posixpath.join(task_dir, RUNNER_NAME), task_dir])
     except Exception:
-        if timed_out.is_set():
-            raise _timeout(time_limit) from None
-        raise
+        if not timed_out.is_set():
+            raise
     finally:
         if timer is not None:
             timer.cancel()
-    if timed_out.is_set():
+    if timed_out.is_set():  # the kill broke the exec, whether it raised or returned
         raise _timeout(time_limit)
     try:
         files = backend.copy_out(container, posixpath.join(task_dir, OUT_DIR))

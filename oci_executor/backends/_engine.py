@@ -19,7 +19,14 @@ from typing import Any
 
 import requests
 
-from oci_executor.backend import Backend, BackendConfig, Container, ContainerSpec, ExecResult
+from oci_executor.backend import (
+    OPTIONAL_SETTINGS,
+    Backend,
+    BackendConfig,
+    Container,
+    ContainerSpec,
+    ExecResult,
+)
 from oci_executor.errors import (
     BackendError,
     ContainerError,
@@ -120,6 +127,7 @@ def read_tar(chunks: Any, src_dir: str) -> dict[str, bytes]:
 class EngineBackend(Backend):
     """A backend driving a Docker-API-like engine through its Python SDK."""
 
+    supported_options = frozenset(OPTIONAL_SETTINGS)
     engine: str = "engine"
     """Human name of the engine, for messages."""
     start_hint: str = ""
@@ -141,9 +149,9 @@ class EngineBackend(Backend):
     def _connect(self) -> Any:
         """A new SDK client for :meth:`address`."""
 
-    @abc.abstractmethod
     def _map_error(self, exc: Exception, action: str) -> OCIExecutorError | None:
-        """Our error for an SDK exception, or ``None`` to use the generic mapping."""
+        """Our error for an SDK exception, or ``None`` (the default) to use the generic mapping."""
+        return None
 
     @abc.abstractmethod
     def _exec_result(self, raw: Any) -> ExecResult:

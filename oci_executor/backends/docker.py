@@ -15,7 +15,6 @@ import docker.types
 
 from oci_executor.backend import ContainerSpec, ExecResult
 from oci_executor.backends._engine import EngineBackend
-from oci_executor.errors import OCIExecutorError
 from oci_executor.hookspecs import hookimpl
 from oci_executor.registry import BackendRegistry
 
@@ -27,9 +26,6 @@ class DockerBackend(EngineBackend):
     """Tasks in Docker containers."""
 
     name = "docker"
-    supported_options = frozenset(
-        {"volumes", "userns", "workdir", "user", "cpus", "memory", "shm_size", "gpus", "network"}
-    )
     engine = "Docker"
     start_hint = (
         "Start the Docker daemon (`sudo systemctl start docker`, or `sudo dockerd &`), "
@@ -57,9 +53,6 @@ class DockerBackend(EngineBackend):
         if spec.gpus:
             kwargs["device_requests"] = [device_request(spec)]
         return kwargs
-
-    def _map_error(self, exc: Exception, action: str) -> OCIExecutorError | None:
-        return None
 
     def _exec_result(self, raw: Any) -> ExecResult:
         stdout, stderr = raw.output if raw.output is not None else (None, None)

@@ -64,9 +64,6 @@ class PodmanBackend(EngineBackend):
 
     name = "podman"
     engine = "Podman"
-    supported_options = frozenset(
-        {"volumes", "userns", "workdir", "user", "cpus", "memory", "shm_size", "gpus", "network"}
-    )
     start_hint = (
         "Start the Podman service (`podman system service --time=0 &` as your user for rootless, "
         "`systemctl --user start podman.socket`, or `sudo systemctl start podman.socket`), or point "
