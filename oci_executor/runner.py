@@ -1,9 +1,11 @@
 """The task runner, executed inside the container as ``python runner.py TASK_DIR``.
 
-It needs only the standard library and the cloudpickle copy shipped beside it in
-``TASK_DIR/lib``. It reads ``TASK_DIR/task.pkl``, runs the call-before steps, the function
-and the call-after steps, and writes ``TASK_DIR/out/result.pkl``, ``out/stdout`` and
-``out/stderr``. It exits 0 whenever it could write a result, even for a failed task.
+It needs only the standard library, plus the cloudpickle copy and the protocol module
+(``oci_protocol``) shipped beside it in ``TASK_DIR/lib``. It reads ``TASK_DIR/task.pkl``
+(written by the host), runs the call-before steps, the function and the call-after steps, and
+writes ``out/result.json`` (a JSON record: status, error, traceback), ``out/value.bin`` (the
+return value's raw cloudpickle bytes), ``out/stdout`` and ``out/stderr``. It exits 0 whenever
+it could write a result, even for a failed task. The host never unpickles what it writes.
 
 Keep this file free of imports from ``oci_executor``: it is copied into images that only
 have a Python interpreter.
@@ -23,7 +25,6 @@ from collections.abc import Callable
 from typing import Any
 
 RESERVED_RETVAL_KEY_FILES = "files"
-REPR_LIMIT = 2000
 
 
 def _redirect_streams(out_dir: str) -> None:
@@ -87,14 +88,26 @@ def _failure(phase: str, exc: BaseException) -> dict[str, Any]:
         "ok": False,
         "phase": phase,
         "type": f"{cls.__module__}.{cls.__qualname__}",
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(cls, exc, exc.__traceback__)),
+        "message": _cut(_safe_str(exc), protocol.MESSAGE_LIMIT),
+        "traceback": _cut(
+            "".join(traceback.format_exception(cls, exc, exc.__traceback__)), protocol.TRACEBACK_LIMIT
+        ),
     }
 
 
-def run(task_dir: str) -> dict[str, Any]:
-    """Run the task in ``task_dir``; return the result record (also written to disk)."""
-    sys.path.insert(0, os.path.join(task_dir, "lib"))
+def _safe_str(obj: object) -> str:
+    try:
+        return str(obj)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the result
+        return f"<{type(obj).__name__}>"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit // 2] + "\n[... cut ...]\n" + text[-limit // 2 :]
+
+
+def run(task_dir: str) -> tuple[dict[str, Any], bytes]:
+    """Run the task in ``task_dir``; return the result record and the value's pickled bytes."""
     with open(os.path.join(task_dir, "task.pkl"), "rb") as handle:
         task = pickle.load(handle)
     if task.get("heartbeat"):
@@ -129,20 +142,17 @@ def run(task_dir: str) -> dict[str, Any]:
             _run_step(step, loads, {})
 
         phase = "result"
-        try:
-            text = str(output)
-        except Exception:  # noqa: BLE001 - a broken __str__ must not lose the result
-            text = f"<{type(output).__name__}>"
+        value = cloudpickle.dumps(output)
         record = {
             "ok": True,
-            "value": cloudpickle.dumps(output),
-            "repr": text[:REPR_LIMIT],
+            "size": len(value),
+            "repr": _safe_str(output)[: protocol.REPR_LIMIT],
             "python": platform.python_version(),
             "cloudpickle": cloudpickle.__version__,
         }
     except BaseException as exc:  # noqa: BLE001 - everything the task raises is reported
-        record = _failure(phase, exc)
-    return record
+        return _failure(phase, exc), b""
+    return record, value
 
 
 def main(argv: list[str]) -> int:
@@ -150,15 +160,23 @@ def main(argv: list[str]) -> int:
     out_dir = os.path.join(task_dir, "out")
     os.makedirs(out_dir, exist_ok=True)
     _redirect_streams(out_dir)
-    record = run(task_dir)
+    record, value = run(task_dir)
+    record["version"] = protocol.VERSION
     sys.stdout.flush()
     sys.stderr.flush()
-    tmp = os.path.join(out_dir, "result.pkl.tmp")
+    with open(os.path.join(out_dir, protocol.VALUE_NAME), "wb") as handle:
+        handle.write(value)
+    tmp = os.path.join(out_dir, protocol.RECORD_NAME + ".tmp")
     with open(tmp, "wb") as handle:
-        pickle.dump(record, handle, protocol=4)
-    os.replace(tmp, os.path.join(out_dir, "result.pkl"))
+        handle.write(protocol.encode_record(record))
+    os.replace(tmp, os.path.join(out_dir, protocol.RECORD_NAME))
     return 0
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, os.path.join(sys.argv[1], "lib"))
+    import oci_protocol as protocol
+
     sys.exit(main(sys.argv))
+else:
+    from oci_executor import protocol

@@ -20,12 +20,11 @@ from typing import Any
 
 import cloudpickle
 
+from oci_executor import protocol
 from oci_executor.errors import ResultSerializationError, RunnerError, TaskSerializationError
+from oci_executor.protocol import OUT_DIR, RUNNER_NAME, TASK_NAME
 
-RUNNER_NAME = "runner.py"
-TASK_NAME = "task.pkl"
-OUT_DIR = "out"
-RESULT_NAME = "result.pkl"
+__all__ = ["OUT_DIR", "RUNNER_NAME", "TASK_NAME", "TaskOutcome", "TaskPayload", "build_task", "read_outcome"]
 
 
 @dataclass(frozen=True)
@@ -111,7 +110,11 @@ class TaskOutcome:
 @functools.cache
 def support_files() -> tuple[tuple[str, bytes], ...]:
     """The runner and the host's cloudpickle package sources, as task-folder files."""
-    files = [(RUNNER_NAME, importlib.resources.files("oci_executor").joinpath(RUNNER_NAME).read_bytes())]
+    package = importlib.resources.files("oci_executor")
+    files = [
+        (RUNNER_NAME, package.joinpath(RUNNER_NAME).read_bytes()),
+        (f"lib/{protocol.PROTOCOL_MODULE}.py", package.joinpath("protocol.py").read_bytes()),
+    ]
     package_dir = Path(cloudpickle.__file__).parent
     for path in sorted(package_dir.rglob("*.py")):
         files.append((f"lib/cloudpickle/{path.relative_to(package_dir).as_posix()}", path.read_bytes()))
@@ -195,9 +198,12 @@ def _text(data: bytes | None) -> str:
 
 
 def read_outcome(files: Mapping[str, bytes], exit_code: int, exec_stderr: bytes = b"") -> TaskOutcome:
-    """Interpret the runner's ``out`` folder; :class:`RunnerError` if it wrote no result."""
-    stdout, stderr = _text(files.get("stdout")), _text(files.get("stderr"))
-    raw = files.get(RESULT_NAME)
+    """Interpret the runner's ``out`` folder; :class:`RunnerError` if it wrote no valid result.
+
+    The record is JSON checked by :func:`protocol.decode_record`; the value stays raw bytes.
+    """
+    stdout, stderr = _text(files.get(protocol.STDOUT_NAME)), _text(files.get(protocol.STDERR_NAME))
+    raw = files.get(protocol.RECORD_NAME)
     if raw is None:
         detail = (_text(exec_stderr) + stderr).strip()[-2000:]
         raise RunnerError(
@@ -205,20 +211,37 @@ def read_outcome(files: Mapping[str, bytes], exit_code: int, exec_stderr: bytes 
             + (f":\n{detail}" if detail else "")
             + "\nCheck that the image's Python works and that the container has memory and disk left."
         )
-    record = pickle.loads(raw)  # written by our runner with plain pickle: dicts, str, bytes
+    try:
+        record = protocol.decode_record(raw)
+    except protocol.ProtocolError as exc:
+        raise RunnerError(
+            f"the task's result could not be read: {exc}. The task or something in its container "
+            "overwrote the runner's result; nothing of it was loaded on the host."
+        ) from None
+    value = files.get(protocol.VALUE_NAME, b"")
+    return outcome_from_record(record, value, stdout, stderr)
+
+
+def outcome_from_record(record: Mapping[str, Any], value: bytes, stdout: str, stderr: str) -> TaskOutcome:
+    """A :class:`TaskOutcome` from a checked record and the value's raw bytes."""
     if record["ok"]:
+        if len(value) != record["size"]:
+            raise RunnerError(
+                f"the task's result is incomplete: {len(value)} of {record['size']} bytes arrived. "
+                "Check that the container has disk and memory left."
+            )
         return TaskOutcome(
             ok=True,
             stdout=stdout,
             stderr=stderr,
-            value=record["value"],
-            value_repr=record["repr"],
-            python_version=record["python"],
-            cloudpickle_version=record["cloudpickle"],
+            value=value,
+            value_repr=record.get("repr", ""),
+            python_version=record.get("python", ""),
+            cloudpickle_version=record.get("cloudpickle", ""),
         )
-    if record["phase"] == "result":
+    if record.get("phase") == "result":
         raise ResultSerializationError(
-            f"the task returned a value that cannot be pickled: {record['type']}: {record['message']}. "
+            f"the task returned a value that cannot be pickled: {record.get('type')}: {record.get('message')}. "
             "Return plain data (numbers, strings, lists, dicts, arrays) and keep open files, "
             "locks, sockets and generators inside the task."
         )
@@ -226,10 +249,10 @@ def read_outcome(files: Mapping[str, bytes], exit_code: int, exec_stderr: bytes 
         ok=False,
         stdout=stdout,
         stderr=stderr,
-        error_type=record["type"],
-        error_message=record["message"],
-        traceback=record["traceback"],
-        phase=record["phase"],
+        error_type=record.get("type", ""),
+        error_message=record.get("message", ""),
+        traceback=record.get("traceback", ""),
+        phase=record.get("phase", ""),
     )
 
 

@@ -67,3 +67,42 @@ def sleep_then(seconds: float, value: int) -> int:
 
     time.sleep(seconds)
     return value
+
+
+class _RunsOnUnpickle:
+    """Unpickling this creates ``path``: the payload of a forged result."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, (f"touch {self.path}",))
+
+
+def forge_result(marker: str, how: str = "pickle") -> int:
+    """A hostile task: overwrite the runner's result with bytes of its choosing, then exit.
+
+    ``how``: ``pickle`` (a well-formed record whose value would run code when unpickled),
+    ``truncated``, ``oversized`` or ``notjson`` (a broken record).
+    """
+    import json
+    import pickle
+
+    evil = pickle.dumps(_RunsOnUnpickle(marker))
+    records = {
+        "pickle": json.dumps({"ok": True, "size": len(evil), "repr": "15"}).encode(),
+        "truncated": b'{"ok": true, "size": 1',
+        "oversized": b'{"ok": false, "message": "' + b"x" * (5 * 1024 * 1024) + b'"}',
+        "notjson": evil,
+    }
+    task_dir = sys.argv[1] if len(sys.argv) > 1 and os.path.isdir(sys.argv[1]) else None
+    if task_dir:
+        out = os.path.join(task_dir, "out")
+        os.makedirs(out, exist_ok=True)
+        for name in ("result.pkl", "value.bin"):
+            with open(os.path.join(out, name), "wb") as handle:
+                handle.write(evil)
+        with open(os.path.join(out, "result.json"), "wb") as handle:
+            handle.write(records[how])
+    sys.stdout.flush()
+    os._exit(0)

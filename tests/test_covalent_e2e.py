@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 
@@ -97,6 +98,35 @@ def test_failing_electron_ends_failed(server: str) -> None:
     assert "missing key alpha" in node["stderr"]
     assert "about to fail" in node["stdout"]
     assert "explode" in str(result.error)
+
+
+def test_forged_result_runs_no_code_on_the_server(server: str, target: Target) -> None:
+    """A task that forges its result (a pickle that would create a file) cannot run code here."""
+    import uuid
+
+    import covalent as ct
+
+    from tests import tasks
+
+    marker = f"/tmp/oci-forged-{uuid.uuid4().hex}"
+    forge = ct.electron(tasks.forge_result, executor=target.executor())
+
+    # The lattice returns none of the node's output: Covalent's own post-processing would
+    # deserialize a returned output on the server, by design, whatever the executor.
+    @ct.lattice
+    def flow(path):  # type: ignore[no-untyped-def]
+        forge(path)
+        return "done"
+
+    dispatch_id = ct.dispatch(flow)(marker)
+    deadline = time.monotonic() + 120
+    while (status := str(ct.get_result(dispatch_id, status_only=True)["status"])) not in (
+        "COMPLETED",
+        "FAILED",
+    ):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+    assert not os.path.exists(marker), "a forged result ran code on the Covalent server"
 
 
 def _node(result, index: int = 0) -> dict:  # type: ignore[no-untyped-def]

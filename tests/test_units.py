@@ -147,6 +147,29 @@ def test_missing_result_is_a_runner_error_with_its_stderr() -> None:
         read_outcome({"stderr": b"Killed\n"}, 137)
 
 
+@pytest.mark.parametrize(
+    "record, problem",
+    [
+        (b'{"ok": true, "size": 1', "not JSON"),
+        (b"\x80\x04K\x01.", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"ok": "yes"}', "boolean 'ok'"),
+        (b'{"ok": true}', "no value size"),
+        (b'{"ok": false, "type": 7}', "wrong type"),
+        (b'{"ok": false, "evil": 1}', "unknown field"),
+        (b'{"ok": false, "message": "' + b"x" * (5 * 1024 * 1024) + b'"}', "over the"),
+    ],
+)
+def test_a_bad_result_record_is_refused_without_loading_it(record: bytes, problem: str) -> None:
+    with pytest.raises(RunnerError, match=problem):
+        read_outcome({"result.json": record, "value.bin": b"x"}, 0)
+
+
+def test_a_result_shorter_than_its_record_says_is_refused() -> None:
+    with pytest.raises(RunnerError, match="incomplete: 1 of 5 bytes"):
+        read_outcome({"result.json": b'{"ok": true, "size": 5}', "value.bin": b"x"}, 0)
+
+
 def test_tar_round_trip_and_escape_refused() -> None:
     files = {"a.txt": b"alpha", "sub/b.bin": bytes(range(256))}
     data = make_tar("/tmp/oci-executor/task-1", files)
