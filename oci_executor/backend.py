@@ -1,12 +1,12 @@
 """The backend contract: the container verbs every backend implements.
 
-A backend drives one kind of container engine. The core executor only ever calls these
-verbs, in this order for one task::
+A backend drives one kind of container engine. The core creates a container whose main
+process is the resident runner, and talks to it over its stdin/stdout::
 
-    available() -> create(spec) -> copy_in(...) -> exec(...) -> copy_out(...) -> remove(...)
+    available() -> create(spec) -> attach(container) -> ... tasks over the channel ... -> remove()
 
-A container made by ``create`` can serve several ``copy_in``/``exec``/``copy_out`` rounds
-before it is removed, so a warm container can run many tasks.
+``exec`` (the OOM probe), ``copy_in`` and ``copy_out`` work on any running container; ``stop``
+kills one at once (time limit, cancel).
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from oci_executor.channel import Channel
 
 PullPolicy = Literal["missing", "always", "never"]
 PULL_POLICIES: tuple[str, ...] = ("missing", "always", "never")
@@ -91,6 +94,8 @@ class ContainerSpec:
     gpus: GpuRequest | None = None
     network: str | None = None
     """``None``: the engine's default network; ``"none"``: no network; else a network name."""
+    command: tuple[str, ...] = ()
+    """The main process (set by the core: the runner's bootstrap); it reads its stdin."""
 
     def options_set(self) -> list[str]:
         """Names of the optional container settings this spec asks for."""
@@ -109,6 +114,8 @@ class Container:
     """Folder inside the container where task folders are copied."""
     python: str
     """Interpreter to exec inside the container."""
+    address: str = ""
+    """Where the engine that holds it answers (for a job handle)."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +152,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def create(self, spec: ContainerSpec) -> Container:
         """Create and start a container that waits for tasks; pull the image per policy."""
+
+    @abc.abstractmethod
+    def attach(self, container: Container) -> Channel:
+        """A channel to the main process's stdin and stdout; closing it ends that process."""
 
     @abc.abstractmethod
     def copy_in(self, container: Container, dest_dir: str, files: Mapping[str, bytes]) -> None:

@@ -84,7 +84,15 @@ class RunnerError(OCIExecutorError):
 
 
 class TaskTimeoutError(OCIExecutorError):
-    """The task ran over the executor's ``time_limit`` and was killed."""
+    """The task ran over the executor's ``time_limit`` and was killed.
+
+    ``stdout`` and ``stderr`` hold what the task printed before it was killed.
+    """
+
+    def __init__(self, message: str, stdout: str = "", stderr: str = "") -> None:
+        super().__init__(message)
+        self.stdout = stdout
+        self.stderr = stderr
 
 
 class OutOfMemoryError(OCIExecutorError):

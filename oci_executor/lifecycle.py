@@ -1,150 +1,128 @@
-"""Container lifecycle, kept apart from task execution.
+"""A container's lifecycle: create it with a resident runner, greet the runner, remove it.
 
-:func:`open_container` creates a container, checks its Python once per image ID, and
-guarantees removal when the block ends, whatever happens inside. :func:`execute` runs one
-task in an open container and can be called many times on the same one.
+:func:`start_runner` creates a container whose main process is the bootstrap, attaches to
+its stdin/stdout, ships the runner and cloudpickle in one frame, and checks the image's Python
+from the runner's first answer (no separate exec). :func:`discard` closes the channel (the
+runner exits and the engine removes the container) and removes the container for good.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import functools
+import importlib.resources
+import json
 import logging
-import posixpath
-import threading
-import uuid
-from collections.abc import Iterator
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import cloudpickle
+
+from oci_executor import protocol
 from oci_executor.backend import Backend, Container, ContainerSpec
-from oci_executor.errors import (
-    ConfigurationError,
-    ImageHasNoPythonError,
-    OutOfMemoryError,
-    PythonVersionMismatchError,
-    RunnerError,
-    TaskTimeoutError,
-)
-from oci_executor.task import (
-    OUT_DIR,
-    RUNNER_NAME,
-    TaskOutcome,
-    TaskPayload,
-    host_python_version,
-    read_outcome,
-)
+from oci_executor.channel import Channel, ChannelClosed, FrameReader
+from oci_executor.errors import ConfigurationError, PythonVersionMismatchError, RunnerError
+from oci_executor.task import host_python_version
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_NAME = "heartbeat"
-VERSION_PROBE = "import sys; print('%d.%d' % sys.version_info[:2])"
 
-_checked_images: dict[tuple[str, str, str], str] = {}
-_checked_lock = threading.Lock()
+@dataclass(eq=False)
+class Runner:
+    """A live container with its resident runner and the channel to it."""
 
+    backend: Backend
+    container: Container
+    channel: Channel
+    spec: ContainerSpec
+    started: float = field(default_factory=time.monotonic)
+    tasks: int = 0
+    """How many tasks it has served."""
 
-def check_python(backend: Backend, container: Container) -> str:
-    """The image's Python ``major.minor``; raise if missing or not the host's. Cached per image ID."""
-    key = (backend.name, container.image_id, container.python)
-    with _checked_lock:
-        version = _checked_images.get(key)
-    if version is None:
-        result = backend.exec(container, [container.python, "-c", VERSION_PROBE])
-        version = result.stdout.decode(errors="replace").strip()
-        if result.exit_code != 0 or not version:
-            raise ImageHasNoPythonError(
-                f"image {container.image!r} has no working Python at {container.python!r} "
-                f"(exit code {result.exit_code}: {result.stderr.decode(errors='replace').strip()[:300]}). "
-                f"Use an image with Python {host_python_version()}, or set the executor's "
-                "'python' option to the interpreter's path in the image."
-            )
-    host = host_python_version()
-    if version != host:
-        raise PythonVersionMismatchError(container.image, version, host)
-    with _checked_lock:
-        _checked_images[key] = version
-    return version
+    def expires_in(self) -> float:
+        """Seconds until the runner ends itself (its ``max_lifetime``)."""
+        return self.spec.max_lifetime - (time.monotonic() - self.started)
 
 
-@contextlib.contextmanager
-def open_container(backend: Backend, spec: ContainerSpec) -> Iterator[Container]:
-    """Create a container for ``spec``, check its Python, and remove it when the block ends."""
+@functools.cache
+def runner_modules() -> bytes:
+    """The MODULES frame body: the runner, the protocol and cloudpickle, as sources."""
+    package = importlib.resources.files("oci_executor")
+    modules: dict[str, tuple[bool, str]] = {
+        "oci_runner": (False, package.joinpath("runner.py").read_text(encoding="utf-8")),
+        protocol.PROTOCOL_MODULE: (False, package.joinpath("protocol.py").read_text(encoding="utf-8")),
+    }
+    root = Path(cloudpickle.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        is_package = parts[-1] == "__init__"
+        if is_package:
+            parts.pop()
+        modules[".".join(parts)] = (is_package, path.read_text(encoding="utf-8"))
+    return json.dumps(modules).encode("utf-8")
+
+
+def runner_command(spec: ContainerSpec) -> tuple[str, ...]:
+    """The container's main process: the bootstrap, with its idle and lifetime limits."""
+    return (spec.python, "-c", protocol.BOOTSTRAP, f"{spec.idle_timeout:g}", f"{spec.max_lifetime:g}")
+
+
+def start_runner(backend: Backend, spec: ContainerSpec) -> Runner:
+    """Create a container for ``spec`` with a resident runner, ready for tasks."""
     unsupported = sorted(set(spec.options_set()) - backend.supported_options)
     if unsupported:
         raise ConfigurationError(
             f"the {backend.name} backend cannot honour the option(s) {', '.join(unsupported)}; "
             "use a container engine backend (docker or podman) or remove them"
         )
+    spec = dataclasses.replace(spec, command=runner_command(spec))
     container = backend.create(spec)
+    channel: Channel | None = None
     try:
-        check_python(backend, container)
-        yield container
-    finally:
-        try:
-            backend.remove(container)
-        except Exception:  # noqa: BLE001 - never mask the task's own error
-            log.exception("could not remove container %s", container.id)
-
-
-def execute(
-    backend: Backend,
-    container: Container,
-    payload: TaskPayload,
-    *,
-    workdir: str | None = None,
-    time_limit: float | None = None,
-    memory: int | None = None,
-) -> TaskOutcome:
-    """Ship ``payload`` into ``container``, run it, and bring its outcome back.
-
-    A ``time_limit`` (seconds) kills the container when the task runs over it. ``memory`` is
-    the container's limit in bytes, named in the error if the task runs out of it.
-    """
-    task_dir = posixpath.join(container.scratch_dir, f"task-{uuid.uuid4().hex[:12]}")
-    heartbeat = posixpath.join(container.scratch_dir, HEARTBEAT_NAME)
-    backend.copy_in(container, task_dir, payload.files(heartbeat=heartbeat, workdir=workdir))
-    timed_out = threading.Event()
-    timer = None
-    if time_limit:
-
-        def expire() -> None:
-            timed_out.set()
-            backend.stop(container)
-
-        timer = threading.Timer(time_limit, expire)
-        timer.daemon = True
-        timer.start()
-    try:
-        result = backend.exec(container, [container.python, posixpath.join(task_dir, RUNNER_NAME), task_dir])
-    except Exception:
-        if not timed_out.is_set():
-            raise
-    finally:
-        if timer is not None:
-            timer.cancel()
-    if timed_out.is_set():  # the kill broke the exec, whether it raised or returned
-        raise _timeout(time_limit)
-    try:
-        files = backend.copy_out(container, posixpath.join(task_dir, OUT_DIR))
-        outcome = read_outcome(files, result.exit_code, result.stderr)
-    except RunnerError:
-        if memory and backend.oom_killed(container):
-            raise OutOfMemoryError(
-                f"the task ran out of memory: it needed more than its limit of {_size(memory)} "
-                "and the kernel killed it. Raise the executor's 'memory' option or make the task use less."
-            ) from None
+        channel = backend.attach(container)
+        _greet(channel, container)
+    except BaseException:
+        if channel is not None:
+            channel.close()
+        _remove(backend, container)
         raise
-    return dataclasses.replace(outcome, container_id=container.id)
+    return Runner(backend, container, channel, spec)
 
 
-def _timeout(time_limit: float | None) -> TaskTimeoutError:
-    return TaskTimeoutError(
-        f"the task ran over its time_limit of {time_limit:g} s and was killed (its container was removed). "
-        "Raise the executor's time_limit or make the task faster."
-    )
+def _greet(channel: Channel, container: Container) -> None:
+    """Ship the runner's modules and check the image's Python from its answers."""
+    channel.send(protocol.frame(protocol.MODULES, runner_modules()))
+    reader = FrameReader(channel)
+    try:
+        _, hello = reader.control(protocol.HELLO)
+        version = str(hello.get("python", "?"))
+        host = host_python_version()
+        if version != host:
+            raise PythonVersionMismatchError(container.image, version, host)
+        _, ready = reader.control(protocol.READY)
+    except ChannelClosed:
+        detail = channel.diagnostics()[-2000:]
+        raise RunnerError(
+            f"the runner in a container of image {container.image!r} exited before it was ready"
+            + (f":\n{detail}" if detail else "")
+            + f"\nCheck that {container.python!r} in the image is a working Python {host_python_version()}."
+        ) from None
+    if ready.get("version") != protocol.VERSION:
+        raise RunnerError(
+            f"the runner speaks protocol version {ready.get('version')}, this host {protocol.VERSION}: "
+            "the container was started by another oci-executor version. It has been removed; retry."
+        )
 
 
-def _size(size: int) -> str:
-    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if size >= factor:
-            return f"{size / factor:g} {unit} ({size} bytes)"
-    return f"{size} bytes"
+def discard(runner: Runner) -> None:
+    """End a runner for good: close its channel and remove its container."""
+    runner.channel.close()
+    _remove(runner.backend, runner.container)
+
+
+def _remove(backend: Backend, container: Container) -> None:
+    try:
+        backend.remove(container)
+    except Exception:  # noqa: BLE001 - never mask the task's own error
+        log.exception("could not remove container %s", container.id)

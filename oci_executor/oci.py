@@ -8,8 +8,10 @@ the executor to its server as JSON.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -17,10 +19,11 @@ from covalent._shared_files.exceptions import TaskCancelledError, TaskRuntimeErr
 from covalent.executor.base import AsyncBaseExecutor
 
 from oci_executor.backend import PULL_POLICIES, Backend, BackendConfig, Container, ContainerSpec
-from oci_executor.errors import ConfigurationError
-from oci_executor.lifecycle import execute, open_container
+from oci_executor.errors import ConfigurationError, TaskTimeoutError
+from oci_executor.execute import TaskNotStarted, execute
+from oci_executor.lifecycle import start_runner
 from oci_executor.options import parse_cpus, parse_gpus, parse_size, parse_volumes
-from oci_executor.registry import select_backend
+from oci_executor.pool import POOL, REUSE_SCOPES, pool_key, shared_backend
 from oci_executor.task import TaskOutcome, build_task, host_python_version
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,9 @@ _EXECUTOR_PLUGIN_DEFAULTS: dict[str, Any] = {
     "network": "",
     "labels": {},
     "shm_size": "",
+    "reuse": "dispatch",
+    "max_containers": 0,
+    "keep_warm": 10.0,
 }
 """Every option, with its default, as written into covalent.conf's ``[executors.oci]``.
 Empty values mean "not set": the engine's default applies."""
@@ -94,6 +100,10 @@ class OCIExecutor(AsyncBaseExecutor):
         network: Empty: the engine's default; ``"none"``: no network; else a network's name.
         labels: Container labels, added to ours.
         shm_size: Size of /dev/shm in bytes or like ``"1g"``; empty: the engine's default.
+        reuse: Which tasks a warm container may serve: ``"dispatch"`` (tasks of the same
+            dispatch), ``"process"`` (any matching task in this process) or ``"never"``.
+        max_containers: Containers alive at once per pool key; 0: the host's CPU count.
+        keep_warm: Seconds an idle warm container is kept before it is removed.
         **kwargs: Covalent's executor options (``time_limit``, ``log_stdout``...).
     """
 
@@ -118,6 +128,9 @@ class OCIExecutor(AsyncBaseExecutor):
         network: str | None = None,
         labels: dict[str, str] | None = None,
         shm_size: int | str | None = None,
+        reuse: str | None = None,
+        max_containers: int | None = None,
+        keep_warm: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -140,6 +153,13 @@ class OCIExecutor(AsyncBaseExecutor):
         self.network: str = _pick(network, "network") or ""
         self.labels: dict[str, str] = {str(k): str(v) for k, v in (_pick(labels, "labels") or {}).items()}
         self.shm_size: int | str = _pick(shm_size, "shm_size") or ""
+        self.reuse: str = _pick(reuse, "reuse") or "dispatch"
+        self.max_containers: int = int(_pick(max_containers, "max_containers") or 0)
+        self.keep_warm: float = float(_pick(keep_warm, "keep_warm"))
+        if self.reuse not in REUSE_SCOPES:
+            raise ConfigurationError(f"reuse={self.reuse!r} is not one of {', '.join(REUSE_SCOPES)}")
+        if self.max_containers < 0 or self.keep_warm < 0:
+            raise ConfigurationError("max_containers and keep_warm must be 0 or more")
         self.container_spec({})  # validate every option now, not at the first task
         if self.pull_policy not in PULL_POLICIES:
             raise ConfigurationError(
@@ -186,27 +206,38 @@ class OCIExecutor(AsyncBaseExecutor):
         task_metadata: dict[str, Any],
         on_container: Callable[[Container], None] | None = None,
     ) -> TaskOutcome:
-        """Run one task to completion in a fresh container and return its outcome.
+        """Run one task to completion on a warm or new container and return its outcome.
 
-        ``on_container`` is called with the container once it exists (Covalent's job handle).
+        ``on_container`` is called with the container once the task has one (Covalent's job
+        handle). A pooled container that vanished before the task started is replaced.
         """
         payload = build_task(function, args, kwargs)
         spec = self.container_spec(task_metadata)
-        backend: Backend = select_backend(self.backend, self.backend_config())
-        try:
-            with open_container(backend, spec) as container:
+        backend: Backend = shared_backend(self.backend, self.backend_config())
+        key = pool_key(backend, spec, self.reuse, str(task_metadata.get("dispatch_id", "")))
+        limit = self.max_containers or os.cpu_count() or 1
+        time_limit = self.time_limit if self.time_limit and self.time_limit > 0 else None
+        while True:
+            runner, reused = POOL.acquire(key, limit, functools.partial(start_runner, backend, spec))
+            try:
                 if on_container is not None:
-                    on_container(container)
-                return execute(
-                    backend,
-                    container,
-                    payload,
-                    workdir=spec.workdir,
-                    time_limit=self.time_limit if self.time_limit and self.time_limit > 0 else None,
-                    memory=spec.memory,
+                    on_container(runner.container)
+                outcome = execute(
+                    runner, payload, workdir=spec.workdir, time_limit=time_limit, memory=spec.memory
                 )
-        finally:
-            backend.close()
+            except TaskNotStarted:
+                POOL.release(key, runner, reusable=False)
+                if reused:
+                    log.info(
+                        "warm container %s was gone; starting the task on a new one", runner.container.id[:12]
+                    )
+                    continue
+                raise
+            except BaseException:
+                POOL.release(key, runner, reusable=False)
+                raise
+            POOL.release(key, runner, reusable=self.reuse != "never", keep_warm=self.keep_warm)
+            return outcome
 
     # -- Covalent's entry points -------------------------------------------------------
 
@@ -223,7 +254,7 @@ class OCIExecutor(AsyncBaseExecutor):
         def on_container(container: Container) -> None:
             if not covalent_runtime:
                 return
-            handle = {"backend": container.backend, "address": self.address, "container": container.id}
+            handle = {"backend": container.backend, "address": container.address, "container": container.id}
             asyncio.run_coroutine_threadsafe(self.set_job_handle(handle), loop).result(timeout=30)
             if asyncio.run_coroutine_threadsafe(self.get_cancel_requested(), loop).result(timeout=30):
                 raise TaskCancelledError("the task was cancelled before it started")
@@ -233,6 +264,9 @@ class OCIExecutor(AsyncBaseExecutor):
                 self.run_sync, function, args, kwargs, task_metadata, on_container
             )
         except TaskCancelledError:
+            raise
+        except TaskTimeoutError as exc:
+            self._write_streams(TaskOutcome(ok=False, stdout=exc.stdout, stderr=exc.stderr))
             raise
         except Exception:
             if covalent_runtime and await self.get_cancel_requested():
@@ -248,7 +282,7 @@ class OCIExecutor(AsyncBaseExecutor):
         handle = json.loads(job_handle) if isinstance(job_handle, str) else job_handle
         if not isinstance(handle, dict) or "container" not in handle:
             return False
-        backend = select_backend(handle["backend"], BackendConfig(address=handle.get("address") or None))
+        backend = shared_backend(handle["backend"], BackendConfig(address=handle.get("address") or None))
         container = Container(
             id=handle["container"],
             backend=handle["backend"],
@@ -259,11 +293,8 @@ class OCIExecutor(AsyncBaseExecutor):
         )
 
         def kill() -> None:
-            try:
-                backend.stop(container)
-                backend.remove(container)
-            finally:
-                backend.close()
+            backend.stop(container)
+            backend.remove(container)
 
         await asyncio.to_thread(kill)
         return True

@@ -1,6 +1,6 @@
 """The wire protocol between the host and the runner, defined once for both sides.
 
-Standard library only: this file is shipped into the container beside the runner (as
+Standard library only: this file is shipped into the container with the runner (as
 ``oci_protocol``), so the runner and the host read the same constants and the same parser.
 
 Trust runs one way. The host trusts nothing the container writes: a result *record* (status,
@@ -12,21 +12,14 @@ on (to Covalent's TransportableObject) and never unpickles.
 from __future__ import annotations
 
 import json
+import struct
 from typing import Any
 
 VERSION = 2
 """Bumped on any change to the files, records or frames below."""
 
-# -- the task folder (the archive/exec path) ---------------------------------------------
-RUNNER_NAME = "runner.py"
 PROTOCOL_MODULE = "oci_protocol"
 """The name this module has inside the container."""
-TASK_NAME = "task.pkl"
-OUT_DIR = "out"
-RECORD_NAME = "result.json"
-VALUE_NAME = "value.bin"
-STDOUT_NAME = "stdout"
-STDERR_NAME = "stderr"
 
 MAX_RECORD_BYTES = 4 * 1024 * 1024
 """A result record larger than this is refused (tracebacks are cut well below it)."""
@@ -80,3 +73,96 @@ def decode_record(raw: bytes) -> dict[str, Any]:
         if not isinstance(size, int) or size < 0:
             raise ProtocolError("a successful result record has no value size")
     return record
+
+
+# -- frames (the resident runner's channel) ----------------------------------------------
+# Every message on the channel is a frame: one kind byte, an 8-byte big-endian length, then
+# that many bytes. A task frame is followed by ``size`` raw payload bytes (not framed).
+FRAME_HEADER = struct.Struct(">cQ")
+
+# host -> runner
+MODULES = b"M"
+"""JSON ``{module name: source}``: the runner, this module and cloudpickle (first frame)."""
+TASK = b"T"
+"""JSON task header (:func:`task_header`); ``size`` raw payload bytes follow."""
+KILL = b"K"
+"""Kill the running task (time limit, cancel)."""
+
+# runner -> host
+ACK = b"A"
+"""The task was accepted and its process started (a task lost before this can be retried)."""
+HELLO = b"H"
+"""JSON ``{"python": "X.Y"}``, from the bootstrap, before any module is loaded."""
+READY = b"R"
+"""JSON ``{"version": VERSION}``: the runner is loaded and waits for tasks."""
+DATA = b"D"
+"""A chunk of the task's result stream: 8-byte record length, record JSON, value bytes."""
+STDOUT = b"O"
+STDERR = b"E"
+EXIT = b"X"
+"""JSON ``{"exit_code", "signal", "killed", "error"}``: the task's process is gone."""
+
+CHUNK = 1024 * 1024
+MAX_CONTROL_BYTES = 1024 * 1024
+"""Frames other than DATA, STDOUT and STDERR are at most this long."""
+
+
+def frame(kind: bytes, body: bytes = b"") -> bytes:
+    """One frame with its header."""
+    return FRAME_HEADER.pack(kind, len(body)) + body
+
+
+def task_header(sizes: list[int], layout: dict[str, Any]) -> dict[str, Any]:
+    """The JSON header of a task: the payload's blob sizes and how to read them."""
+    return {"version": VERSION, "sizes": sizes, "size": sum(sizes), **layout}
+
+
+def decode_control(kind: bytes, body: bytes) -> dict[str, Any]:
+    """Parse a control frame's JSON body (never trusted)."""
+    try:
+        value = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ProtocolError(f"the runner's {kind!r} frame is not JSON") from None
+    if not isinstance(value, dict):
+        raise ProtocolError(f"the runner's {kind!r} frame is not a JSON object")
+    return value
+
+
+# The container's main process. It waits for the host's first frame (so nothing is lost
+# before the host attaches; it ends if none comes within IDLE seconds), reports its Python
+# version, then loads the shipped modules from memory and serves tasks. Written for any
+# Python 3, so that a wrong version is reported rather than crashing on syntax.
+BOOTSTRAP = """\
+import json, os, select, struct, sys
+H = struct.Struct(">cQ")
+def rd(n):
+    b = bytearray()
+    while len(b) < n:
+        c = os.read(0, n - len(b))
+        if not c:
+            os._exit(0)
+        b += c
+    return bytes(b)
+def send(k, body):
+    body = json.dumps(body).encode()
+    os.write(1, H.pack(k, len(body)) + body)
+if not select.select([0], [], [], float(sys.argv[1]))[0]:
+    os._exit(0)
+k, n = H.unpack(rd(H.size))
+mods = json.loads(rd(n).decode("utf-8"))
+send(b"H", {"python": "%d.%d" % sys.version_info[:2]})
+import importlib.abc, importlib.util
+class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path=None, target=None):
+        if name in mods:
+            return importlib.util.spec_from_loader(name, self, is_package=mods[name][0])
+    def create_module(self, spec):
+        return None
+    def exec_module(self, module):
+        name = module.__name__
+        exec(compile(mods[name][1], "<oci-executor:%s>" % name, "exec"), module.__dict__)
+sys.meta_path.insert(0, Finder())
+import oci_runner
+oci_runner.serve(sys.argv[1:])
+"""
+"""Run as ``python -c BOOTSTRAP IDLE_TIMEOUT MAX_LIFETIME``; modules arrive as ``{name: [is_package, source]}``."""

@@ -1,60 +1,276 @@
-"""The task runner, executed inside the container as ``python runner.py TASK_DIR``.
+"""The resident task runner: the container's main process, serving tasks over its stdin/stdout.
 
-It needs only the standard library, plus the cloudpickle copy and the protocol module
-(``oci_protocol``) shipped beside it in ``TASK_DIR/lib``. It reads ``TASK_DIR/task.pkl``
-(written by the host), runs the call-before steps, the function and the call-after steps, and
-writes ``out/result.json`` (a JSON record: status, error, traceback), ``out/value.bin`` (the
-return value's raw cloudpickle bytes), ``out/stdout`` and ``out/stderr``. It exits 0 whenever
-it could write a result, even for a failed task. The host never unpickles what it writes.
+The bootstrap (:data:`protocol.BOOTSTRAP`) loads this module from memory and calls
+:func:`serve`. The runner imports cloudpickle once, then for each task frame it forks a child
+(a clean copy of the pre-imported runner, so no interpreter state leaks between tasks) and
+relays: the payload from stdin into the child, the child's result, stdout and stderr back as
+frames, and finally an EXIT frame. It ends when its stdin closes (the host went away: the
+engine then removes the container), or after its maximum lifetime.
 
-Keep this file free of imports from ``oci_executor``: it is copied into images that only
-have a Python interpreter.
+Standard library only, apart from the cloudpickle copy the host ships with it. Keep this
+file free of imports from ``oci_executor`` other than the protocol.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import os
-import pickle
 import platform
+import select
+import signal
+import struct
 import subprocess
 import sys
-import threading
-import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
+try:
+    from oci_executor import protocol
+except ImportError:  # inside the container, the protocol module is shipped under this name
+    import oci_protocol as protocol  # type: ignore[no-redef]
+
 RESERVED_RETVAL_KEY_FILES = "files"
+_LEN = struct.Struct(">Q")
 
 
-def _redirect_streams(out_dir: str) -> None:
-    """Send fds 1 and 2 (and so every subprocess' output) to files in ``out_dir``."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    for fd, name in ((1, "stdout"), (2, "stderr")):
-        target = os.open(os.path.join(out_dir, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(target, fd)
-        os.close(target)
-    sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
-    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+# -- low-level I/O -------------------------------------------------------------------------
 
 
-def _heartbeat(path: str, interval: float = 2.0) -> None:
-    """Touch ``path`` every ``interval`` seconds so the container's watchdog keeps it alive."""
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
-    def beat() -> None:
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    """``n`` bytes from ``fd``, or ``None`` at end of file."""
+    buffer = bytearray(n)
+    view = memoryview(buffer)
+    got = 0
+    while got < n:
+        count = os.readv(fd, [view[got:]])
+        if count == 0:
+            return None
+        got += count
+    return bytes(buffer)
+
+
+def _send(kind: bytes, body: bytes = b"") -> None:
+    _write_all(1, protocol.frame(kind, body))
+
+
+def _send_json(kind: bytes, value: dict[str, Any]) -> None:
+    _send(kind, json.dumps(value).encode("utf-8"))
+
+
+def _read_frame() -> tuple[bytes, bytes] | None:
+    header = _read_exact(0, protocol.FRAME_HEADER.size)
+    if header is None:
+        return None
+    kind, size = protocol.FRAME_HEADER.unpack(header)
+    body = _read_exact(0, size) if size else b""
+    if body is None:
+        return None
+    return kind, body
+
+
+# -- the resident loop ---------------------------------------------------------------------
+
+_child: list[int] = []
+
+
+def _kill_child() -> None:
+    for pid in _child:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _expire(*_: Any) -> None:
+    _kill_child()
+    os._exit(0)
+
+
+def serve(argv: list[str]) -> None:
+    """Serve tasks until stdin closes: ``argv`` is ``[idle_timeout, max_lifetime]``."""
+    import cloudpickle  # noqa: F401 - imported once here, inherited by every task's fork
+
+    lifetime = float(argv[1]) if len(argv) > 1 else 0.0
+    signal.signal(signal.SIGTERM, _expire)
+    signal.signal(signal.SIGALRM, _expire)
+    if lifetime > 0:
+        signal.setitimer(signal.ITIMER_REAL, lifetime)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w)
+    _send_json(protocol.READY, {"version": protocol.VERSION, "python": platform.python_version()})
+    while True:
+        message = _read_frame()
+        if message is None:
+            _expire()
+            return
+        kind, body = message
+        if kind == protocol.TASK:
+            _serve_task(json.loads(body.decode("utf-8")), wake_r)
+        # KILL with no task running, or an unknown frame: nothing to do.
+
+
+def _serve_task(header: dict[str, Any], wake_r: int) -> None:
+    size = int(header.get("size", 0))
+    if header.get("version") != protocol.VERSION:
+        _discard_input(size)
+        _send_json(
+            protocol.EXIT,
+            {
+                "error": f"protocol version {header.get('version')} from the host, runner speaks {protocol.VERSION}"
+            },
+        )
+        return
+    in_r, in_w = os.pipe()
+    res_r, res_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the task's process
+        try:
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGALRM):
+                signal.signal(sig, signal.SIG_DFL)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            os.setsid()
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            for fd in (devnull, in_w, res_r, out_r, err_r, out_w, err_w, wake_r):
+                os.close(fd)
+            _child_main(header, in_r, res_w)
+        finally:
+            os._exit(0)
+    _child[:] = [pid]
+    for fd in (in_r, res_w, out_w, err_w):
+        os.close(fd)
+    _send(protocol.ACK)
+    _copy_input(size, in_w)
+    os.close(in_w)
+    status, killed = _relay(pid, res_r, out_r, err_r, wake_r)
+    _kill_child()  # whatever the task left behind in its session goes with it
+    _child[:] = []
+    for fd in (res_r, out_r, err_r):
+        os.close(fd)
+    _send_json(
+        protocol.EXIT,
+        {
+            "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+            "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+            "killed": killed,
+        },
+    )
+
+
+def _discard_input(size: int) -> None:
+    while size > 0:
+        chunk = os.read(0, min(size, protocol.CHUNK))
+        if not chunk:
+            _expire()
+        size -= len(chunk)
+
+
+def _copy_input(size: int, dest: int) -> None:
+    """Copy ``size`` payload bytes from stdin to the task's input pipe."""
+    broken = False
+    while size > 0:
+        chunk = os.read(0, min(size, protocol.CHUNK))
+        if not chunk:
+            _expire()
+        size -= len(chunk)
+        if not broken:
+            try:
+                _write_all(dest, chunk)
+            except BrokenPipeError:  # the task died early; keep the channel in step
+                broken = True
+
+
+def _relay(pid: int, res_r: int, out_r: int, err_r: int, wake_r: int) -> tuple[int, bool]:
+    """Forward the task's output as frames until it exits; return its wait status."""
+    kinds = {res_r: protocol.DATA, out_r: protocol.STDOUT, err_r: protocol.STDERR}
+    open_fds = set(kinds)
+    killed = False
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        readable, _, _ = select.select([0, wake_r, *open_fds], [], [])
+        for fd in readable:
+            if fd == wake_r:
+                _drain(wake_r)
+            elif fd == 0:
+                message = _read_frame()
+                if message is None:
+                    _expire()
+                elif message[0] == protocol.KILL:
+                    killed = True
+                    _kill_child()
+            else:
+                chunk = os.read(fd, protocol.CHUNK)
+                if chunk:
+                    _send(kinds[fd], chunk)
+                else:
+                    open_fds.discard(fd)
+    for fd in open_fds:  # what the task wrote just before it exited
+        os.set_blocking(fd, False)
         while True:
             try:
-                with open(path, "a"):
-                    os.utime(path, None)
-            except OSError:
-                pass
-            time.sleep(interval)
+                chunk = os.read(fd, protocol.CHUNK)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            _send(kinds[fd], chunk)
+    return status, killed
 
-    threading.Thread(target=beat, name="oci-heartbeat", daemon=True).start()
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+            raise
 
 
-def _run_step(step: dict[str, Any], loads: Callable[[bytes], Any], retvals: dict[str, list[Any]]) -> None:
+# -- one task, in its own process ----------------------------------------------------------
+
+
+def _child_main(header: dict[str, Any], in_r: int, res_w: int) -> None:
+    blobs = []
+    for size in header["sizes"]:
+        blob = _read_exact(in_r, size) if size else b""
+        blobs.append(blob or b"")
+    os.close(in_r)
+    sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+    record, value = run_task(header, blobs)
+    del blobs
+    record["version"] = protocol.VERSION
+    sys.stdout.flush()
+    sys.stderr.flush()
+    raw = protocol.encode_record(record)
+    _write_all(res_w, _LEN.pack(len(raw)) + raw)
+    view = memoryview(value)
+    for start in range(0, len(view), protocol.CHUNK):
+        _write_all(res_w, view[start : start + protocol.CHUNK])
+    os.close(res_w)
+
+
+def _run_step(
+    step: dict[str, Any], blobs: list[bytes], loads: Callable[[bytes], Any], retvals: dict[str, list[Any]]
+) -> None:
     kind = step["kind"]
     if kind == "bash":
         for command in step["commands"]:
@@ -74,7 +290,8 @@ def _run_step(step: dict[str, Any], loads: Callable[[bytes], Any], retvals: dict
         sys.stderr.flush()
         subprocess.run(argv, check=True, stdin=subprocess.DEVNULL)
     elif kind == "call":
-        value = loads(step["function"])(*loads(step["args"]), **loads(step["kwargs"]))
+        function = loads(blobs[step["function"]])
+        value = function(*loads(blobs[step["args"]]), **loads(blobs[step["kwargs"]]))
         key = step.get("retval_key")
         if key:
             retvals.setdefault(key, []).append(value)
@@ -106,30 +323,25 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit // 2] + "\n[... cut ...]\n" + text[-limit // 2 :]
 
 
-def run(task_dir: str) -> tuple[dict[str, Any], bytes]:
-    """Run the task in ``task_dir``; return the result record and the value's pickled bytes."""
-    with open(os.path.join(task_dir, "task.pkl"), "rb") as handle:
-        task = pickle.load(handle)
-    if task.get("heartbeat"):
-        _heartbeat(task["heartbeat"])
-    workdir = task.get("workdir")
-    if workdir:
-        os.makedirs(workdir, exist_ok=True)
-        os.chdir(workdir)
-
+def run_task(header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], bytes]:
+    """Run one task; return its result record and the value's pickled bytes."""
+    workdir = header.get("workdir")
     phase = "load"
     try:
+        if workdir:
+            os.makedirs(workdir, exist_ok=True)
+            os.chdir(workdir)
         import cloudpickle
 
         loads = cloudpickle.loads
-        function = loads(task["function"])
-        args = [loads(a) for a in task["args"]]
-        kwargs = {k: loads(v) for k, v in task["kwargs"].items()}
+        function = loads(blobs[header["function"]])
+        args = [loads(blobs[i]) for i in header["args"]]
+        kwargs = {k: loads(blobs[i]) for k, i in header["kwargs"].items()}
 
         phase = "call_before"
         retvals: dict[str, list[Any]] = {}
-        for step in task["before"]:
-            _run_step(step, loads, retvals)
+        for step in header["before"]:
+            _run_step(step, blobs, loads, retvals)
         for key, values in retvals.items():
             single = len(values) == 1 and key != RESERVED_RETVAL_KEY_FILES
             kwargs[key] = values[0] if single else values
@@ -138,8 +350,8 @@ def run(task_dir: str) -> tuple[dict[str, Any], bytes]:
         output = function(*args, **kwargs)
 
         phase = "call_after"
-        for step in task["after"]:
-            _run_step(step, loads, {})
+        for step in header["after"]:
+            _run_step(step, blobs, loads, {})
 
         phase = "result"
         value = cloudpickle.dumps(output)
@@ -153,30 +365,3 @@ def run(task_dir: str) -> tuple[dict[str, Any], bytes]:
     except BaseException as exc:  # noqa: BLE001 - everything the task raises is reported
         return _failure(phase, exc), b""
     return record, value
-
-
-def main(argv: list[str]) -> int:
-    task_dir = argv[1]
-    out_dir = os.path.join(task_dir, "out")
-    os.makedirs(out_dir, exist_ok=True)
-    _redirect_streams(out_dir)
-    record, value = run(task_dir)
-    record["version"] = protocol.VERSION
-    sys.stdout.flush()
-    sys.stderr.flush()
-    with open(os.path.join(out_dir, protocol.VALUE_NAME), "wb") as handle:
-        handle.write(value)
-    tmp = os.path.join(out_dir, protocol.RECORD_NAME + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(protocol.encode_record(record))
-    os.replace(tmp, os.path.join(out_dir, protocol.RECORD_NAME))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.path.insert(0, os.path.join(sys.argv[1], "lib"))
-    import oci_protocol as protocol
-
-    sys.exit(main(sys.argv))
-else:
-    from oci_executor import protocol

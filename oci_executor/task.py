@@ -1,30 +1,23 @@
-"""The task protocol on the host side.
+"""A task on the host side: its payload going in, its outcome coming back.
 
 :func:`build_task` turns what Covalent hands an executor (its ``wrapper_fn`` partial and
-TransportableObject inputs) into plain cloudpickled bytes plus the runner, so the image needs
-no Covalent and no cloudpickle. :func:`read_outcome` turns what the runner wrote back into a
-:class:`TaskOutcome`. Pickled user objects are never unpickled on the host.
+TransportableObject inputs) into plain cloudpickled bytes, so the image needs no Covalent and
+no cloudpickle. :func:`outcome_from_record` turns the runner's checked JSON record and the
+value's raw bytes into a :class:`TaskOutcome`. Pickled user objects are never unpickled here.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
-import importlib.resources
-import pickle
 import platform
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cloudpickle
 
-from oci_executor import protocol
 from oci_executor.errors import ResultSerializationError, RunnerError, TaskSerializationError
-from oci_executor.protocol import OUT_DIR, RUNNER_NAME, TASK_NAME
-
-__all__ = ["OUT_DIR", "RUNNER_NAME", "TASK_NAME", "TaskOutcome", "TaskPayload", "build_task", "read_outcome"]
 
 
 @dataclass(frozen=True)
@@ -49,20 +42,36 @@ class TaskPayload:
     after: list[Step] = field(default_factory=list)
     name: str = "task"
 
-    def files(self, *, heartbeat: str | None = None, workdir: str | None = None) -> dict[str, bytes]:
-        """The files of the task folder: runner, cloudpickle and ``task.pkl``."""
-        record = {
-            "function": self.function,
-            "args": self.args,
-            "kwargs": self.kwargs,
-            "before": [s.as_record() for s in self.before],
-            "after": [s.as_record() for s in self.after],
-            "heartbeat": heartbeat,
+    def encode(self, workdir: str | None = None) -> tuple[list[bytes], dict[str, Any]]:
+        """The payload's blobs (sent as they are, never concatenated) and the JSON layout
+        saying which blob is which, for :func:`protocol.task_header`."""
+        blobs: list[bytes] = []
+
+        def add(blob: bytes) -> int:
+            blobs.append(blob)
+            return len(blobs) - 1
+
+        def step(s: Step) -> dict[str, Any]:
+            record = s.as_record()
+            for key in ("function", "args", "kwargs"):
+                if key in record:
+                    record[key] = add(record[key])
+            return record
+
+        layout = {
+            "function": add(self.function),
+            "args": [add(a) for a in self.args],
+            "kwargs": {k: add(v) for k, v in self.kwargs.items()},
+            "before": [step(s) for s in self.before],
+            "after": [step(s) for s in self.after],
             "workdir": workdir,
         }
-        files = dict(support_files())
-        files[TASK_NAME] = pickle.dumps(record, protocol=4)
-        return files
+        return blobs, layout
+
+    def release(self) -> None:
+        """Drop the pickled bytes once they are sent, so the driver does not hold them twice."""
+        self.function, self.args, self.kwargs = b"", [], {}
+        self.before, self.after = [], []
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,7 @@ class TaskOutcome:
     ok: bool
     stdout: str
     stderr: str
-    value: bytes | None = None
+    value: bytes | bytearray | None = None
     value_repr: str = ""
     python_version: str = ""
     cloudpickle_version: str = ""
@@ -98,27 +107,16 @@ class TaskOutcome:
         return obj
 
     def load_value(self) -> Any:
-        """Unpickle the return value on the host (for callers outside Covalent)."""
+        """Unpickle the return value, as Covalent's client does: only for a task you trust.
+
+        Nothing in oci-executor calls this; the executor hands the raw bytes to Covalent.
+        """
         assert self.value is not None
         return cloudpickle.loads(self.value)
 
     def summary(self) -> str:
         """``Type: message`` of the task's exception, for Covalent's error field."""
         return f"{self.error_type}: {self.error_message}"
-
-
-@functools.cache
-def support_files() -> tuple[tuple[str, bytes], ...]:
-    """The runner and the host's cloudpickle package sources, as task-folder files."""
-    package = importlib.resources.files("oci_executor")
-    files = [
-        (RUNNER_NAME, package.joinpath(RUNNER_NAME).read_bytes()),
-        (f"lib/{protocol.PROTOCOL_MODULE}.py", package.joinpath("protocol.py").read_bytes()),
-    ]
-    package_dir = Path(cloudpickle.__file__).parent
-    for path in sorted(package_dir.rglob("*.py")):
-        files.append((f"lib/cloudpickle/{path.relative_to(package_dir).as_posix()}", path.read_bytes()))
-    return tuple(files)
 
 
 def _dumps(obj: Any, what: str) -> bytes:
@@ -197,32 +195,9 @@ def _text(data: bytes | None) -> str:
     return (data or b"").decode("utf-8", errors="backslashreplace")
 
 
-def read_outcome(files: Mapping[str, bytes], exit_code: int, exec_stderr: bytes = b"") -> TaskOutcome:
-    """Interpret the runner's ``out`` folder; :class:`RunnerError` if it wrote no valid result.
-
-    The record is JSON checked by :func:`protocol.decode_record`; the value stays raw bytes.
-    """
-    stdout, stderr = _text(files.get(protocol.STDOUT_NAME)), _text(files.get(protocol.STDERR_NAME))
-    raw = files.get(protocol.RECORD_NAME)
-    if raw is None:
-        detail = (_text(exec_stderr) + stderr).strip()[-2000:]
-        raise RunnerError(
-            f"the task runner exited with code {exit_code} without writing a result"
-            + (f":\n{detail}" if detail else "")
-            + "\nCheck that the image's Python works and that the container has memory and disk left."
-        )
-    try:
-        record = protocol.decode_record(raw)
-    except protocol.ProtocolError as exc:
-        raise RunnerError(
-            f"the task's result could not be read: {exc}. The task or something in its container "
-            "overwrote the runner's result; nothing of it was loaded on the host."
-        ) from None
-    value = files.get(protocol.VALUE_NAME, b"")
-    return outcome_from_record(record, value, stdout, stderr)
-
-
-def outcome_from_record(record: Mapping[str, Any], value: bytes, stdout: str, stderr: str) -> TaskOutcome:
+def outcome_from_record(
+    record: Mapping[str, Any], value: bytes | bytearray, stdout: str, stderr: str
+) -> TaskOutcome:
     """A :class:`TaskOutcome` from a checked record and the value's raw bytes."""
     if record["ok"]:
         if len(value) != record["size"]:

@@ -20,6 +20,7 @@ for _var in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "COVALENT_CAC
 
 import glob  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
@@ -54,6 +55,7 @@ class Target:
     def executor(self, **options: object):  # type: ignore[no-untyped-def]
         from oci_executor import OCIExecutor
 
+        options.setdefault("keep_warm", KEEP_WARM)
         return OCIExecutor(image=self.image, backend=self.backend, address=self.address, **options)
 
     def our_containers(self) -> list[str]:
@@ -71,12 +73,25 @@ def _target(target_id: str) -> Target:
     return Target(target_id, backend, address, engines.test_image())
 
 
+KEEP_WARM = 2.0
+"""Tests keep idle containers warm briefly, so that a server's pool empties soon after a test."""
+
+
 def _leaving_nothing(target_id: str) -> Iterator[Target]:
-    """Yield the target; afterwards assert that nothing of ours was left on it."""
+    """Yield the target; afterwards assert that nothing of ours was left on it.
+
+    This process's pool is drained at once; a Covalent server's pool removes its idle
+    containers after ``keep_warm`` (the default 10 s for ``executor="oci"``), so wait that long.
+    """
+    from oci_executor.pool import POOL
+
     tgt = _target(target_id)
     before = set(tgt.our_containers())
     yield tgt
-    left = set(tgt.our_containers()) - before
+    POOL.drain()
+    deadline = time.monotonic() + 10 + 5
+    while (left := set(tgt.our_containers()) - before) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not left, f"left behind on {tgt.id}: {sorted(left)}"
 
 

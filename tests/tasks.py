@@ -80,13 +80,16 @@ class _RunsOnUnpickle:
 
 
 def forge_result(marker: str, how: str = "pickle") -> int:
-    """A hostile task: overwrite the runner's result with bytes of its choosing, then exit.
+    """A hostile task: forge the runner's answer with bytes of its choosing, then exit.
 
-    ``how``: ``pickle`` (a well-formed record whose value would run code when unpickled),
-    ``truncated``, ``oversized`` or ``notjson`` (a broken record).
+    It writes a record and a value where the runner's result goes (every pipe it inherited)
+    and, as frames, straight into the channel (the runner's own stdout). ``how``: ``pickle``
+    (a well-formed record whose value would run code when unpickled), ``truncated``,
+    ``oversized`` or ``notjson`` (a broken record).
     """
     import json
     import pickle
+    import struct
 
     evil = pickle.dumps(_RunsOnUnpickle(marker))
     records = {
@@ -95,14 +98,19 @@ def forge_result(marker: str, how: str = "pickle") -> int:
         "oversized": b'{"ok": false, "message": "' + b"x" * (5 * 1024 * 1024) + b'"}',
         "notjson": evil,
     }
-    task_dir = sys.argv[1] if len(sys.argv) > 1 and os.path.isdir(sys.argv[1]) else None
-    if task_dir:
-        out = os.path.join(task_dir, "out")
-        os.makedirs(out, exist_ok=True)
-        for name in ("result.pkl", "value.bin"):
-            with open(os.path.join(out, name), "wb") as handle:
-                handle.write(evil)
-        with open(os.path.join(out, "result.json"), "wb") as handle:
-            handle.write(records[how])
+    stream = struct.pack(">Q", len(records[how])) + records[how] + evil
     sys.stdout.flush()
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            if fd > 2 and os.readlink(f"/proc/self/fd/{name}").startswith("pipe:"):
+                os.write(fd, stream[:65536])
+        except OSError:
+            pass
+    frames = struct.pack(">cQ", b"D", len(stream)) + stream + struct.pack(">cQ", b"X", 2) + b"{}"
+    try:
+        with open(f"/proc/{os.getppid()}/fd/1", "wb") as channel:
+            channel.write(frames)
+    except OSError:
+        pass
     os._exit(0)

@@ -41,7 +41,7 @@ def test_runs_inside_a_container(target: Target) -> None:
     if target.is_engine:
         assert facts["hostname"] != socket.gethostname()
         assert outcome.container_id.startswith(facts["hostname"])
-        assert "oci-executor/heartbeat" in facts["pid1"]  # our watchdog is the container's PID 1
+        assert "oci_runner.serve" in facts["pid1"]  # our resident runner is the container's PID 1
     else:
         assert facts["hostname"] == socket.gethostname()
 

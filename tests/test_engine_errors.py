@@ -22,7 +22,6 @@ from oci_executor.errors import (
     ImagePullError,
     PythonVersionMismatchError,
 )
-from oci_executor.lifecycle import _checked_images
 from tests import engines, tasks
 from tests.conftest import Target
 
@@ -94,30 +93,22 @@ def test_python_version_mismatch_names_both_versions(engine_target: Target) -> N
     assert f"Python {host}" in str(info.value)
 
 
-def test_python_check_is_cached_per_image_id(engine_target: Target) -> None:
-    executor = engine_target.executor()
-    executor.run_sync(tasks.add, [1, 2], {}, META)
-    keys = [k for k in _checked_images if k[0] == engine_target.backend]
-    assert keys, "the image's Python version was not cached"
-    assert all(k[1].startswith("sha256:") or len(k[1]) >= 12 for k in keys)
-
-
 DRIVER = textwrap.dedent(
     """
     import sys
     from oci_executor import OCIExecutor
     def slow():
         import time
-        time.sleep(2)
+        time.sleep(60)
         return 1
-    ex = OCIExecutor(image=sys.argv[1], backend=sys.argv[2], address=sys.argv[3], idle_timeout=2)
+    ex = OCIExecutor(image=sys.argv[1], backend=sys.argv[2], address=sys.argv[3], idle_timeout=5)
     ex.run_sync(slow, [], {}, {"dispatch_id": sys.argv[4], "node_id": 0})
     """
 )
 
 
 def test_no_orphan_after_sigkill(engine_target: Target) -> None:
-    """Kill the process driving a task with SIGKILL: its container must go away by itself."""
+    """SIGKILL the process driving a 60 s task: its container goes within idle_timeout + 10 s."""
     dispatch = f"sigkill-{uuid.uuid4().hex[:8]}"
     label = f"io.oci-executor.dispatch-id={dispatch}"
     client = engines._client(engine_target.backend, engine_target.address)
@@ -142,14 +133,13 @@ def test_no_orphan_after_sigkill(engine_target: Target) -> None:
             assert proc.poll() is None, "the driver ended before its container appeared"
             assert time.monotonic() < deadline, "no container appeared"
             time.sleep(0.1)
-        time.sleep(0.5)  # let the task start
+        time.sleep(1.5)  # let the task start
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        assert ours(), "the container should still exist right after the kill"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 5 + 10
         while ours() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert ours() == [], "the container outlived its killed driver"
+            time.sleep(0.2)
+        assert ours() == [], "the container outlived its killed driver by more than idle_timeout + 10 s"
     finally:
         proc.kill()
         client.close()

@@ -367,9 +367,10 @@ def test_transient_service_when_no_service_answers(user: RootlessUser, image: st
             return x + y
 
 
-        outcome = OCIExecutor(backend="podman", image=PARAMS["image"]).run_sync(
-            add, [20, 22], {}, {"dispatch_id": PARAMS["dispatch_id"], "node_id": 0}
-        )
+        for node in range(2):  # two tasks, one transient service for the process
+            outcome = OCIExecutor(backend="podman", image=PARAMS["image"], reuse="never").run_sync(
+                add, [20, 22], {}, {"dispatch_id": PARAMS["dispatch_id"], "node_id": node}
+            )
         facts["ok"] = outcome.ok
         facts["value"] = outcome.load_value() if outcome.ok else None
         facts["error"] = outcome.summary() + "\\n" + outcome.traceback
@@ -386,7 +387,12 @@ def test_transient_service_when_no_service_answers(user: RootlessUser, image: st
     assert probe["address"].startswith(f"unix://{runtime_dir}/oci-executor-podman-"), probe
     assert facts["services_while_open"], "the transient service was not visible to ps while it ran"
     assert facts["ok"] and facts["value"] == 42, facts["error"]
-    assert facts["dirs_after_probe"] == [] and facts["dirs_after_run"] == [], facts
+    assert facts["dirs_after_probe"] == [], facts
+    assert len(facts["dirs_after_run"]) == 1, facts  # shared by the process's tasks
+    # ... and stopped, its folder gone, when the process exits.
+    assert glob.glob(os.path.join(runtime_dir, "oci-executor-podman-*")) == []
+    ps = subprocess.run(["ps", "-ww", "-e", "-o", "args="], capture_output=True, text=True, check=True)
+    assert not [line for line in ps.stdout.splitlines() if "system service" in line and runtime_dir in line]
 
     # The services ended with their backends (not by their own idle timeout, which is 60 s).
     deadline = time.monotonic() + 5

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 import subprocess
 import sys
 import threading
@@ -22,8 +21,9 @@ from oci_executor.errors import (
     TaskSerializationError,
     UnknownBackendError,
 )
+from oci_executor.protocol import ProtocolError, decode_record
 from oci_executor.registry import BackendRegistry, build_registry, select_backend
-from oci_executor.task import build_task, read_outcome
+from oci_executor.task import build_task, outcome_from_record
 from tests import tasks
 
 
@@ -121,10 +121,12 @@ def test_build_task_unwraps_covalent_steps() -> None:
     assert payload.before[1].data["packages"] == ["six"]
     assert payload.before[2].data["retval_key"] == "injected"
     assert payload.name == "add"
-    files = payload.files()
-    assert {"runner.py", "task.pkl", "lib/cloudpickle/__init__.py"} <= set(files)
-    record = pickle.loads(files["task.pkl"])  # plain pickle: loads without covalent or cloudpickle objects
-    assert isinstance(record["function"], bytes)
+    blobs, layout = payload.encode("/work")
+    assert all(isinstance(b, bytes) for b in blobs)
+    assert json.loads(json.dumps(layout)) == layout  # the layout travels as JSON
+    assert layout["workdir"] == "/work"
+    assert layout["before"][2]["kind"] == "call"
+    assert isinstance(blobs[layout["before"][2]["function"]], bytes)
 
 
 def test_unpicklable_function_is_a_clear_error() -> None:
@@ -142,11 +144,6 @@ def test_unpicklable_argument_is_a_clear_error() -> None:
         build_task(tasks.add, [(i for i in range(3)), 1], {})
 
 
-def test_missing_result_is_a_runner_error_with_its_stderr() -> None:
-    with pytest.raises(RunnerError, match=r"(?s)exited with code 137.*Killed"):
-        read_outcome({"stderr": b"Killed\n"}, 137)
-
-
 @pytest.mark.parametrize(
     "record, problem",
     [
@@ -161,13 +158,13 @@ def test_missing_result_is_a_runner_error_with_its_stderr() -> None:
     ],
 )
 def test_a_bad_result_record_is_refused_without_loading_it(record: bytes, problem: str) -> None:
-    with pytest.raises(RunnerError, match=problem):
-        read_outcome({"result.json": record, "value.bin": b"x"}, 0)
+    with pytest.raises(ProtocolError, match=problem):
+        decode_record(record)
 
 
 def test_a_result_shorter_than_its_record_says_is_refused() -> None:
     with pytest.raises(RunnerError, match="incomplete: 1 of 5 bytes"):
-        read_outcome({"result.json": b'{"ok": true, "size": 5}', "value.bin": b"x"}, 0)
+        outcome_from_record({"ok": True, "size": 5}, b"x", "", "")
 
 
 def test_tar_round_trip_and_escape_refused() -> None:

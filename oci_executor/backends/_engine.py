@@ -27,8 +27,10 @@ from oci_executor.backend import (
     ContainerSpec,
     ExecResult,
 )
+from oci_executor.channel import Channel
 from oci_executor.errors import (
     BackendError,
+    ConfigurationError,
     ContainerError,
     EnginePermissionError,
     EngineUnavailableError,
@@ -41,28 +43,6 @@ from oci_executor.errors import (
 SCRATCH_DIR = "/tmp/oci-executor"
 REMOVE_TIMEOUT = 30.0  # seconds to wait for an engine's own removal of a killed container
 CPU_PERIOD = 100_000  # microseconds; cpus=1.5 becomes a quota of 150000 per period
-HEARTBEAT = SCRATCH_DIR + "/heartbeat"
-
-# The container's main process. It ends (and the engine then removes the container) when
-# no task has touched the heartbeat file for IDLE seconds, or after LIFETIME seconds, so a
-# container never outlives a killed executor for long. Python 2/3 compatible on purpose:
-# it must run long enough in any image for the version check to report a mismatch.
-WATCHDOG = """\
-import os, signal, sys, time
-signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
-idle, life, hb = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
-start = time.time()
-while True:
-    time.sleep(0.5)
-    now = time.time()
-    try:
-        last = max(os.stat(hb).st_mtime, start)
-    except OSError:
-        last = start
-    if now - start > life or now - last > idle:
-        sys.exit(0)
-"""
-
 # Counts OOM kills in the container's memory cgroup (v2: memory.events, v1: memory.oom_control).
 OOM_PROBE = """\
 n = 0
@@ -285,15 +265,16 @@ class EngineBackend(Backend):
     def create(self, spec: ContainerSpec) -> Container:
         client = self.client()
         image = self.ensure_image(spec.image)
-        command = [spec.python, "-c", WATCHDOG, str(spec.idle_timeout), str(spec.max_lifetime), HEARTBEAT]
+        if not spec.command:
+            raise ConfigurationError("a container needs a main process (ContainerSpec.command)")
         with self._errors(f"create a container from {spec.image}"):
             obj = client.containers.create(
                 image.id,
-                command=command,
+                command=list(spec.command),
                 labels=dict(spec.labels),
                 environment=dict(spec.env),
                 auto_remove=True,
-                detach=True,
+                stdin_open=True,  # the runner's channel; it ends when the host lets go
                 **self._create_kwargs(spec),
             )
         try:
@@ -320,6 +301,7 @@ class EngineBackend(Backend):
             image_id=str(image.id),
             scratch_dir=SCRATCH_DIR,
             python=spec.python,
+            address=self.address(),
         )
 
     def _obj(self, container: Container) -> Any:
@@ -329,6 +311,14 @@ class EngineBackend(Backend):
             with self._errors(f"find container {container.id[:12]}"):
                 obj = self.client().containers.get(container.id)
         return obj
+
+    def attach(self, container: Container) -> Channel:
+        with self._errors(f"attach to container {container.id[:12]}"):
+            return self._attach(container)
+
+    @abc.abstractmethod
+    def _attach(self, container: Container) -> Channel:
+        """The engine's attach stream to the container's stdin/stdout/stderr."""
 
     def copy_in(self, container: Container, dest_dir: str, files: Mapping[str, bytes]) -> None:
         data = make_tar(dest_dir, files)

@@ -13,8 +13,9 @@ import docker
 import docker.errors
 import docker.types
 
-from oci_executor.backend import ContainerSpec, ExecResult
+from oci_executor.backend import Container, ContainerSpec, ExecResult
 from oci_executor.backends._engine import EngineBackend
+from oci_executor.channel import Channel, SocketChannel
 from oci_executor.hookspecs import hookimpl
 from oci_executor.registry import BackendRegistry
 
@@ -42,6 +43,8 @@ class DockerBackend(EngineBackend):
 
     def _create_kwargs(self, spec: ContainerSpec) -> dict[str, Any]:
         kwargs = super()._create_kwargs(spec)
+        # The runner's channel carries payloads: json-file would copy every byte to disk.
+        kwargs["log_config"] = docker.types.LogConfig(type="none")
         if spec.volumes:
             suffix = ",z" if spec.selinux_relabel else ""
             kwargs["volumes"] = {
@@ -53,6 +56,16 @@ class DockerBackend(EngineBackend):
         if spec.gpus:
             kwargs["device_requests"] = [device_request(spec)]
         return kwargs
+
+    def _attach(self, container: Container) -> Channel:
+        # Created without ``detach``, the container has StdinOnce: its stdin closes when this
+        # stream does, also when this process is killed, and the runner then ends.
+        sock = self.client().api.attach_socket(
+            container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+        )
+        raw = getattr(sock, "_sock", sock)
+        raw.settimeout(None)
+        return SocketChannel(raw, keep=sock)
 
     def _exec_result(self, raw: Any) -> ExecResult:
         stdout, stderr = raw.output if raw.output is not None else (None, None)

@@ -1,7 +1,9 @@
-"""The ``local`` backend: no engine; a temp folder plays the container.
+"""The ``local`` backend: no engine; a temp folder and a subprocess play the container.
 
-Exec runs a subprocess with the host's interpreter. The image is not used. Everything the
-"container" holds lives in one temp folder, removed by :meth:`LocalBackend.remove`.
+The "container's" main process is a subprocess of the host's interpreter running the
+command, with its stdin and stdout as the channel; ``exec`` runs further subprocesses. The
+image is not used. Everything the "container" holds lives in one temp folder, removed by
+:meth:`LocalBackend.remove` together with its processes.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from oci_executor.backend import Backend, Container, ContainerSpec, ExecResult
+from oci_executor.channel import Channel
 from oci_executor.errors import ContainerError
 from oci_executor.hookspecs import hookimpl
 from oci_executor.registry import BackendRegistry
@@ -26,6 +29,7 @@ TEMP_PREFIX = "oci-executor-local-"
 # Running execs by container, so that stop() (a time limit, a cancel from another executor
 # instance in the same server) can kill them.
 _running: dict[str, set[subprocess.Popen[bytes]]] = {}
+_main: dict[str, subprocess.Popen[bytes]] = {}
 _env: dict[str, dict[str, str]] = {}
 _lock = threading.Lock()
 
@@ -44,6 +48,23 @@ class LocalBackend(Backend):
 
     def create(self, spec: ContainerSpec) -> Container:
         root = tempfile.mkdtemp(prefix=TEMP_PREFIX)
+        env = {**os.environ, **spec.env}
+        env.pop("PYTHONPATH", None)
+        if spec.command:
+            argv = [sys.executable, *spec.command[1:]]
+            with open(os.path.join(root, ".runner-stderr"), "wb") as log:
+                main = subprocess.Popen(
+                    argv,
+                    cwd=root,
+                    env=env,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    bufsize=0,
+                    start_new_session=True,
+                )
+            with _lock:
+                _main[root] = main
         with _lock:
             _env[root] = dict(spec.env)
         return Container(
@@ -54,6 +75,13 @@ class LocalBackend(Backend):
             scratch_dir=root,
             python=sys.executable,
         )
+
+    def attach(self, container: Container) -> Channel:
+        with _lock:
+            main = _main.get(container.id)
+        if main is None or main.stdin is None or main.stdout is None:
+            raise ContainerError(f"the local container {container.id} has no main process to attach to")
+        return PipeChannel(main, os.path.join(container.scratch_dir, ".runner-stderr"))
 
     def _inside(self, container: Container, path: str) -> Path:
         root = Path(container.scratch_dir).resolve()
@@ -108,9 +136,12 @@ class LocalBackend(Backend):
         }
 
     def stop(self, container: Container) -> None:
-        """Kill every running exec of the container (its whole process group)."""
+        """Kill the container's main process and every running exec (whole process groups)."""
         with _lock:
             procs = list(_running.get(container.id, ()))
+            main = _main.get(container.id)
+        if main is not None:
+            procs.append(main)
         for proc in procs:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -122,8 +153,51 @@ class LocalBackend(Backend):
         with _lock:
             _running.pop(container.id, None)
             _env.pop(container.id, None)
+            main = _main.pop(container.id, None)
+        if main is not None:
+            main.wait()
+            for pipe in (main.stdin, main.stdout):
+                if pipe is not None:
+                    pipe.close()
         if os.path.basename(container.id).startswith(TEMP_PREFIX):
             shutil.rmtree(container.id, ignore_errors=True)
+
+
+class PipeChannel(Channel):
+    """The local runner's stdin and stdout pipes; its stderr goes to a file."""
+
+    def __init__(self, process: subprocess.Popen[bytes], stderr_path: str) -> None:
+        super().__init__()
+        assert process.stdin is not None and process.stdout is not None
+        self._process = process
+        self._in = process.stdin.fileno()
+        self._out = process.stdout
+        self._stderr_path = stderr_path
+
+    def _send(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._in, view) :]
+
+    def recv_into(self, view: memoryview) -> int:
+        return self._out.readinto(view) or 0  # type: ignore[attr-defined]
+
+    def fileno(self) -> int:
+        return self._out.fileno()
+
+    def diagnostics(self) -> str:
+        try:
+            with open(self._stderr_path, "rb") as handle:
+                return handle.read()[-65536:].decode("utf-8", errors="replace").strip()
+        except OSError:
+            return ""
+
+    def close(self) -> None:
+        try:
+            if self._process.stdin is not None:
+                self._process.stdin.close()
+        except OSError:
+            pass
 
 
 @hookimpl

@@ -12,19 +12,24 @@ import io
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tarfile
 import tempfile
 import time
+import urllib.parse
 from typing import Any
 
-from oci_executor.backend import ContainerSpec, ExecResult
+from oci_executor.backend import Container, ContainerSpec, ExecResult
 from oci_executor.backends._engine import EngineBackend
+from oci_executor.channel import Channel, SocketChannel
 from oci_executor.errors import ConfigurationError, ContainerError, OCIExecutorError
 from oci_executor.hookspecs import hookimpl
 from oci_executor.registry import BackendRegistry
 
 ROOTFUL_SOCKET = "unix:///run/podman/podman.sock"
+API_VERSION = "v4.0.0"
+CONNECT_TIMEOUT = 10.0
 SERVICE_IDLE_SECONDS = 60
 """A transient service left behind by a killed executor exits after this long without clients."""
 SERVICE_START_TIMEOUT = 20.0
@@ -192,6 +197,7 @@ class PodmanBackend(EngineBackend):
 
     def _create_kwargs(self, spec: ContainerSpec) -> dict[str, Any]:
         kwargs = super()._create_kwargs(spec)
+        kwargs["log_config"] = {"Type": "none"}  # the runner's channel is not a log
         rootless = self.rootless()
         if (
             rootless
@@ -230,10 +236,59 @@ class PodmanBackend(EngineBackend):
             )
         return None
 
+    def _attach(self, container: Container) -> Channel:
+        # podman-py has no attach: speak the libpod endpoint directly. Podman closes the
+        # container's stdin when this stream closes, also when this process is killed.
+        return http_attach(
+            self.address(),
+            f"/{API_VERSION}/libpod/containers/{container.id}/attach"
+            "?stdin=true&stdout=true&stderr=true&stream=true&detachKeys=",
+        )
+
     def _exec_result(self, raw: Any) -> ExecResult:
         exit_code, output = raw
         stdout, stderr = output if isinstance(output, tuple) else (output, b"")
         return ExecResult(int(exit_code or 0), stdout or b"", stderr or b"")
+
+
+def http_attach(address: str, path: str) -> SocketChannel:
+    """POST an attach request with ``Upgrade: tcp`` and return the upgraded stream."""
+    if address.startswith(("unix://", "http+unix://")):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        target: Any = address.split("://", 1)[1]
+        if address.startswith("http+unix://"):
+            target = urllib.parse.unquote(target)
+    elif address.startswith(("tcp://", "http://")):
+        host, _, port = address.split("://", 1)[1].rstrip("/").rpartition(":")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        target = (host, int(port))
+    else:
+        raise ConfigurationError(f"cannot attach over {address!r}: use a unix:// or tcp:// address")
+    sock.settimeout(CONNECT_TIMEOUT)
+    try:
+        sock.connect(target)
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+            "Content-Length: 0\r\n\r\n".encode("ascii")
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("the engine closed the attach request")
+            head += chunk
+            if len(head) > 65536:
+                raise ConnectionError("the engine's attach answer has no end of headers")
+    except BaseException:
+        sock.close()
+        raise
+    head, _, rest = head.partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0].decode("latin-1")
+    if " 101 " not in status + " " and " 200 " not in status + " ":
+        sock.close()
+        raise ContainerError(f"Podman refused to attach: {status} {rest[:300].decode(errors='replace')}")
+    sock.settimeout(None)
+    return SocketChannel(sock, prefix=rest)
 
 
 @hookimpl
