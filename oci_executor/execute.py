@@ -108,8 +108,11 @@ def execute(
     except ChannelClosed as exc:
         raise TaskNotStarted(str(exc)) from None
     del blobs
+    if kind == protocol.EXIT and size <= protocol.MAX_CONTROL_BYTES:
+        refusal = protocol.decode_control(kind, reader.read(size)).get("error", "no reason given")
+        raise RunnerError(f"the runner in container {runner.container.id[:12]} refused the task: {refusal}")
     if kind != protocol.ACK or size:
-        raise protocol.ProtocolError(f"the runner answered a task with a {kind!r} frame")
+        raise RunnerError(f"the runner answered a task with a {kind!r} frame; its container is discarded")
     payload.release()
     runner.tasks += 1
 
