@@ -59,6 +59,7 @@ OPTIONAL_SETTINGS: tuple[str, ...] = (
     "shm_size",
     "gpus",
     "network",
+    "read_only",
 )
 """The :class:`ContainerSpec` fields a backend may or may not honour (see ``supported_options``)."""
 
@@ -94,12 +95,14 @@ class ContainerSpec:
     gpus: GpuRequest | None = None
     network: str | None = None
     """``None``: the engine's default network; ``"none"``: no network; else a network name."""
+    read_only: bool = False
+    """A read-only root filesystem, with a writable tmpfs at ``/tmp``."""
     command: tuple[str, ...] = ()
     """The main process (set by the core: the runner's bootstrap); it reads its stdin."""
 
     def options_set(self) -> list[str]:
         """Names of the optional container settings this spec asks for."""
-        return [name for name in OPTIONAL_SETTINGS if getattr(self, name) not in (None, (), "")]
+        return [name for name in OPTIONAL_SETTINGS if getattr(self, name) not in (None, (), "", False)]
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,9 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def remove(self, container: Container) -> None:
         """Remove the container and everything in it; a missing container is not an error."""
+
+    def check(self) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`~oci_executor.errors.EngineUnavailableError` unless the engine answers now."""
 
     def oom_killed(self, container: Container) -> bool:
         """Whether the kernel's OOM killer killed a process in the container (best effort)."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from oci_executor import protocol
 from oci_executor.channel import ChannelClosed, FrameReader
-from oci_executor.errors import OutOfMemoryError, RunnerError, TaskTimeoutError
+from oci_executor.errors import EngineUnavailableError, OutOfMemoryError, RunnerError, TaskTimeoutError
 from oci_executor.lifecycle import Runner
 from oci_executor.task import TaskOutcome, TaskPayload, outcome_from_record
 
@@ -140,6 +140,7 @@ def execute(
             except ChannelClosed:
                 if timed_out.is_set():
                     raise _timeout(time_limit, stdout, stderr) from None
+                _engine_gone(runner)
                 if memory and runner.backend.oom_killed(runner.container):
                     raise _oom(memory) from None
                 detail = channel.diagnostics()[-2000:]
@@ -183,6 +184,17 @@ def execute(
         )
     outcome = outcome_from_record(result.record, result.value, out, err)
     return dataclasses.replace(outcome, container_id=runner.container.id)
+
+
+def _engine_gone(runner: Runner) -> None:
+    """If the engine itself went away mid-task, say so (and where, and what to do)."""
+    try:
+        runner.backend.check()
+    except EngineUnavailableError as exc:
+        raise EngineUnavailableError(
+            f"the engine went away while the task ran in container {runner.container.id[:12]}: the task did "
+            f"not finish, and its container ended with its runner (or goes when the engine restarts). {exc}"
+        ) from None
 
 
 def _text(chunks: list[bytes]) -> str:

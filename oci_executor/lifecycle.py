@@ -124,5 +124,5 @@ def discard(runner: Runner) -> None:
 def _remove(backend: Backend, container: Container) -> None:
     try:
         backend.remove(container)
-    except Exception:  # noqa: BLE001 - never mask the task's own error
-        log.exception("could not remove container %s", container.id)
+    except Exception as exc:  # noqa: BLE001 - never mask the task's own error
+        log.warning("could not remove container %s: %s", container.id[:12], exc)

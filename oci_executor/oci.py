@@ -22,8 +22,19 @@ from oci_executor.backend import PULL_POLICIES, Backend, BackendConfig, Containe
 from oci_executor.errors import ConfigurationError, TaskTimeoutError
 from oci_executor.execute import TaskNotStarted, execute
 from oci_executor.lifecycle import start_runner
-from oci_executor.options import parse_cpus, parse_gpus, parse_size, parse_volumes
+from oci_executor.options import (
+    check_count,
+    check_image,
+    check_seconds,
+    check_string_map,
+    check_time_limit,
+    parse_cpus,
+    parse_gpus,
+    parse_size,
+    parse_volumes,
+)
 from oci_executor.pool import POOL, REUSE_SCOPES, pool_key, shared_backend
+from oci_executor.registry import AUTO, default_registry
 from oci_executor.task import TaskOutcome, build_task, host_python_version
 
 log = logging.getLogger(__name__)
@@ -51,6 +62,7 @@ _EXECUTOR_PLUGIN_DEFAULTS: dict[str, Any] = {
     "network": "",
     "labels": {},
     "shm_size": "",
+    "read_only": False,
     "reuse": "dispatch",
     "max_containers": 0,
     "keep_warm": 10.0,
@@ -100,6 +112,7 @@ class OCIExecutor(AsyncBaseExecutor):
         network: Empty: the engine's default; ``"none"``: no network; else a network's name.
         labels: Container labels, added to ours.
         shm_size: Size of /dev/shm in bytes or like ``"1g"``; empty: the engine's default.
+        read_only: Make the container's root filesystem read-only (``/tmp`` stays writable).
         reuse: Which tasks a warm container may serve: ``"dispatch"`` (tasks of the same
             dispatch), ``"process"`` (any matching task in this process) or ``"never"``.
         max_containers: Containers alive at once per pool key; 0: the host's CPU count.
@@ -128,20 +141,24 @@ class OCIExecutor(AsyncBaseExecutor):
         network: str | None = None,
         labels: dict[str, str] | None = None,
         shm_size: int | str | None = None,
+        read_only: bool | None = None,
         reuse: str | None = None,
         max_containers: int | None = None,
         keep_warm: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.image: str = image or _config_default("image")
-        self.backend: str = backend or _config_default("backend")
+        check_time_limit(self.time_limit)
+        self.image: str = check_image(_pick(image, "image"))
+        self.backend: str = _pick(backend, "backend")
+        if self.backend != AUTO:
+            default_registry().get(self.backend)  # UnknownBackendError lists the names
         self.address: str = address if address is not None else _config_default("address")
         self.pull_policy: str = pull_policy or _config_default("pull_policy")
         self.python: str = python or _config_default("python")
-        self.idle_timeout: float = float(idle_timeout or _config_default("idle_timeout"))
-        self.max_lifetime: float = float(max_lifetime or _config_default("max_lifetime"))
-        self.env: dict[str, str] = {str(k): str(v) for k, v in (_pick(env, "env") or {}).items()}
+        self.idle_timeout: float = check_seconds(_pick(idle_timeout, "idle_timeout"), "idle_timeout")
+        self.max_lifetime: float = check_seconds(_pick(max_lifetime, "max_lifetime"), "max_lifetime")
+        self.env: dict[str, str] = check_string_map(_pick(env, "env"), "env")
         self.volumes: list[Any] = list(_pick(volumes, "volumes") or [])
         self.selinux_relabel: bool = bool(_pick(selinux_relabel, "selinux_relabel"))
         self.userns: str = _pick(userns, "userns") or ""
@@ -151,15 +168,14 @@ class OCIExecutor(AsyncBaseExecutor):
         self.memory: int | str = _pick(memory, "memory") or ""
         self.gpus: str | int | list[str] = _pick(gpus, "gpus") or ""
         self.network: str = _pick(network, "network") or ""
-        self.labels: dict[str, str] = {str(k): str(v) for k, v in (_pick(labels, "labels") or {}).items()}
+        self.labels: dict[str, str] = check_string_map(_pick(labels, "labels"), "labels")
         self.shm_size: int | str = _pick(shm_size, "shm_size") or ""
+        self.read_only: bool = bool(_pick(read_only, "read_only"))
         self.reuse: str = _pick(reuse, "reuse") or "dispatch"
-        self.max_containers: int = int(_pick(max_containers, "max_containers") or 0)
-        self.keep_warm: float = float(_pick(keep_warm, "keep_warm"))
+        self.max_containers: int = check_count(_pick(max_containers, "max_containers"), "max_containers")
+        self.keep_warm: float = check_seconds(_pick(keep_warm, "keep_warm"), "keep_warm", allow_zero=True)
         if self.reuse not in REUSE_SCOPES:
             raise ConfigurationError(f"reuse={self.reuse!r} is not one of {', '.join(REUSE_SCOPES)}")
-        if self.max_containers < 0 or self.keep_warm < 0:
-            raise ConfigurationError("max_containers and keep_warm must be 0 or more")
         self.container_spec({})  # validate every option now, not at the first task
         if self.pull_policy not in PULL_POLICIES:
             raise ConfigurationError(
@@ -196,6 +212,7 @@ class OCIExecutor(AsyncBaseExecutor):
             shm_size=parse_size(self.shm_size, "shm_size"),
             gpus=parse_gpus(self.gpus),
             network=self.network or None,
+            read_only=self.read_only,
         )
 
     def run_sync(
@@ -216,7 +233,7 @@ class OCIExecutor(AsyncBaseExecutor):
         backend: Backend = shared_backend(self.backend, self.backend_config())
         key = pool_key(backend, spec, self.reuse, str(task_metadata.get("dispatch_id", "")))
         limit = self.max_containers or os.cpu_count() or 1
-        time_limit = self.time_limit if self.time_limit and self.time_limit > 0 else None
+        time_limit = check_time_limit(self.time_limit)
         while True:
             runner, reused = POOL.acquire(key, limit, functools.partial(start_runner, backend, spec))
             try:
@@ -298,6 +315,24 @@ class OCIExecutor(AsyncBaseExecutor):
 
         await asyncio.to_thread(kill)
         return True
+
+    async def receive(self, task_group_metadata: dict[str, Any], data: Any) -> list[Any]:
+        """Covalent calls this only for a task it cancelled before it started: report CANCELLED.
+
+        Nothing was created for such a task, so there is nothing to clean up.
+        """
+        from covalent._shared_files.util_classes import RESULT_STATUS
+        from covalent.executor.schemas import TaskUpdate
+
+        return [
+            TaskUpdate(
+                dispatch_id=task_group_metadata["dispatch_id"],
+                node_id=node_id,
+                status=RESULT_STATUS.CANCELLED,
+                assets={},
+            )
+            for node_id in task_group_metadata.get("node_ids", [])
+        ]
 
     def _write_streams(self, outcome: TaskOutcome) -> None:
         stdout, stderr = self.task_stdout, self.task_stderr

@@ -95,3 +95,90 @@ def parse_cpus(value: float | int | str | None) -> float | None:
     if cpus <= 0:
         raise ConfigurationError(f"cpus={value!r} must be positive")
     return cpus
+
+
+# Docker's image reference grammar (distribution/reference): [host[:port]/]path[:tag][@digest].
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = (
+    r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?)"
+)
+_REFERENCE = re.compile(
+    rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+
+
+def check_image(value: Any) -> str:
+    """An image reference (``name[:tag][@digest]``, optionally with a registry host)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(
+            f"image={value!r} is empty: name an image with the host's Python, such as "
+            "'python:3.11-slim', or leave the option out to use the configured default"
+        )
+    if not _REFERENCE.match(value):
+        raise ConfigurationError(
+            f"image={value!r} is not a valid image reference: use lowercase "
+            "'[registry/]name[:tag][@digest]', such as 'python:3.11-slim' or 'ghcr.io/org/img:1.0'"
+        )
+    return value
+
+
+def check_string_map(value: Any, option: str) -> dict[str, str]:
+    """``env``/``labels``: string keys and scalar values (numbers become strings)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{option}={value!r} is not a mapping of names to strings")
+    checked = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not key or "=" in key:
+            raise ConfigurationError(
+                f"{option} has an invalid name {key!r}: use a non-empty string without '='"
+            )
+        if item is None or isinstance(item, (Mapping, list, tuple, set)):
+            raise ConfigurationError(
+                f"{option}[{key!r}] is {item!r}: give a string (or a number), or leave {key!r} out"
+            )
+        checked[key] = str(item).lower() if isinstance(item, bool) else str(item)
+    return checked
+
+
+def check_seconds(value: Any, option: str, *, allow_zero: bool = False) -> float:
+    """A positive number of seconds (or 0 where that means "off")."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{option}={value!r} is not a number of seconds") from None
+    if isinstance(value, bool) or seconds < 0 or (seconds == 0 and not allow_zero) or seconds != seconds:
+        raise ConfigurationError(
+            f"{option}={value!r} must be a positive number of seconds" + (" (or 0)" if allow_zero else "")
+        )
+    return seconds
+
+
+def check_time_limit(value: Any) -> float | None:
+    """Covalent's ``time_limit``: seconds, or ``-1``/``0`` (Covalent's default) for no limit."""
+    if value in (None, -1, 0):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"time_limit={value!r} is not a number of seconds") from None
+    if isinstance(value, bool) or not seconds > 0:
+        raise ConfigurationError(
+            f"time_limit={value!r} is negative: give a positive number of seconds, or -1 for no limit"
+        )
+    return seconds
+
+
+def check_count(value: Any, option: str) -> int:
+    """A whole number, 0 or more."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigurationError(f"{option}={value!r} is not a whole number")
+    try:
+        count = int(value)
+    except ValueError:
+        raise ConfigurationError(f"{option}={value!r} is not a whole number") from None
+    if count < 0 or count != float(value):
+        raise ConfigurationError(f"{option}={value!r} must be a whole number, 0 or more")
+    return count

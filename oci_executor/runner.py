@@ -161,6 +161,12 @@ def _serve_task(header: dict[str, Any], wake_r: int) -> None:
     status, killed = _relay(pid, res_r, out_r, err_r, wake_r)
     _kill_child()  # whatever the task left behind in its session goes with it
     _child[:] = []
+    if os.getpid() == 1:  # alone in the container: nothing the task started outlives it
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except OSError:
+            pass
+    _reap()
     for fd in (res_r, out_r, err_r):
         os.close(fd)
     _send_json(
@@ -171,6 +177,17 @@ def _serve_task(header: dict[str, Any], wake_r: int) -> None:
             "killed": killed,
         },
     )
+
+
+def _reap() -> None:
+    """Collect every exited child (as PID 1 we inherit the task's orphans)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def _discard_input(size: int) -> None:

@@ -1,93 +1,684 @@
 #!/usr/bin/env python3
-"""Print how long tasks take on each available backend (no pass/fail: figures only).
+"""Measure oci-executor against the floor of each engine, side by side in one run.
 
-    python scripts/benchmark.py [--image IMAGE] [--tasks N]
+    .venv/bin/python scripts/benchmark.py [--image IMAGE] [--tasks N] [--backends LIST]
+        [--skip-fanout] [--skip-200mb] [--chart PATH] [--markdown PATH]
 
-For each backend that answers: the median and 90th percentile of one small task, end to end
-(create, Python check cached, copy in, exec, copy out, remove), and a 10 MB round trip.
-With the docker CLI present, also the seed document's pattern (`docker run -dit`, `docker
-exec`, `docker stop`) for comparison.
+For each backend that answers (local, docker, podman, podman-rootless), every figure is
+measured against its floor on the same engine, the two sampled alternately so that the
+machine's noise hits both alike, and reported as medians with n and their ratio:
+
+1. cold task (``reuse="never"``, ``add(2, 3)``) vs ``<engine> run --rm IMAGE python3 -c pass``
+   (local: a ``python -c pass`` subprocess);
+2. warm task (``reuse="dispatch"``, after a warm-up task) vs the SDK's ``exec_run`` of
+   ``python3 -c pass`` in a running container (local: the same subprocess as in 1);
+3. a 50-electron fan-out (square each of ``range(50)``, sum in one electron) through a real
+   Covalent server with ``executor=OCIExecutor(...)`` vs the same workflow with
+   ``executor="local"``, from ``ct.dispatch`` to ``ct.get_result(wait=True)``;
+4. 10 MB and 200 MB round trips, each in a fresh Python process: time, and the driver's peak
+   extra memory (VmHWM minus VmRSS after creating the payload) over the payload's size;
+5. docker only: the seed document's CLI pattern (``docker run -dit``, ``docker exec``,
+   ``docker stop``) next to our cold task, for comparison.
+
+It ends with a markdown summary table (backend | figure | ours | floor | ratio | target) and
+checks that no container of ours was left on any engine. Figures are ratios: on a noisy
+machine only values measured side by side in the same run compare.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import glob
+import json
 import os
 import platform
+import pwd
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+MANAGED_LABEL = "io.oci-executor.managed=true"
+FLOOR_LABEL = "io.oci-executor.benchmark"
+TASK_META = {"dispatch_id": "bench", "node_id": 0}
+MB = 1024 * 1024
+FANOUT_WIDTH = 50
+FANOUT_RESULT = sum(i * i for i in range(FANOUT_WIDTH))
+ALL_BACKENDS = ("local", "docker", "podman", "podman-rootless")
+ROOTLESS_USER = os.environ.get("OCI_TEST_ROOTLESS_USER", "ocitest")
+SETTLE_TIMEOUT = 60.0
+"""Seconds to wait for a Covalent server's warm containers to be removed after a dispatch."""
+EXTRA_HINT = "pip install -e '.[bench]'  (or: pip install 'matplotlib>=3.7')"
+
+
+# -- what runs in the containers (pickled by value) -------------------------------------------
 
 
 def add(x: int, y: int) -> int:
     return x + y
 
 
-def echo(data: bytes) -> bytes:
-    return data
+def reverse(data: bytes) -> bytes:
+    return data[::-1]
 
 
-def timed(fn: Callable[[], Any], n: int) -> list[float]:
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+# -- targets ------------------------------------------------------------------------------------
 
 
-def report(label: str, times: list[float]) -> None:
-    times = sorted(times)
-    p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
-    print(f"  {label:<28} median {statistics.median(times) * 1000:7.0f} ms   p90 {p90 * 1000:7.0f} ms   (n={len(times)})")
+@dataclass(frozen=True)
+class Target:
+    """A backend to measure: its executor backend name, engine address and engine CLI."""
+
+    id: str
+    backend: str
+    address: str
+    cli: tuple[str, ...] = ()
+    """The engine's CLI, pointed at the same engine (empty for local or without a CLI)."""
+
+    @property
+    def is_engine(self) -> bool:
+        return self.backend != "local"
+
+    def executor(self, image: str, **options: Any) -> Any:
+        from oci_executor import OCIExecutor
+
+        return OCIExecutor(image=image, backend=self.backend, address=self.address, **options)
+
+    def client(self) -> Any:
+        """An SDK client for the engine (docker-py or podman-py)."""
+        if self.backend == "docker":
+            import docker
+
+            return docker.DockerClient(base_url=self.address, timeout=60)
+        import podman
+
+        return podman.PodmanClient(base_url=self.address)
 
 
-def main() -> int:
-    minor = ".".join(platform.python_version_tuple()[:2])
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image", default=os.environ.get("OCI_TEST_IMAGE", f"oci-executor-test/python:{minor}"))
-    parser.add_argument("--tasks", type=int, default=20)
-    options = parser.parse_args()
+def rootless_address() -> str | None:
+    """The rootless Podman socket of the test user, or None when that user does not exist."""
+    if "OCI_TEST_PODMAN_ROOTLESS_HOST" in os.environ:
+        return os.environ["OCI_TEST_PODMAN_ROOTLESS_HOST"]
+    try:
+        uid = pwd.getpwnam(ROOTLESS_USER).pw_uid
+    except KeyError:
+        return None
+    return f"unix:///run/user/{uid}/podman/podman.sock"
 
+
+def make_target(target_id: str) -> Target | str:
+    """The target for ``target_id``, or why it cannot be measured."""
+    if target_id == "local":
+        return Target("local", "local", "")
+    if target_id == "docker":
+        address = os.environ.get("OCI_TEST_DOCKER_HOST", "unix:///var/run/docker.sock")
+        docker = shutil.which("docker")
+        return Target("docker", "docker", address, (docker, "-H", address) if docker else ())
+    if target_id == "podman":
+        address = os.environ.get("OCI_TEST_PODMAN_HOST", "unix:///run/podman/podman.sock")
+    elif target_id == "podman-rootless":
+        found = rootless_address()
+        if found is None:
+            return f"no user {ROOTLESS_USER!r} for rootless Podman (set OCI_TEST_ROOTLESS_USER)"
+        address = found
+    else:
+        return f"unknown backend (choose from {', '.join(ALL_BACKENDS)})"
+    podman = shutil.which("podman")
+    return Target(target_id, "podman", address, (podman, "--url", address) if podman else ())
+
+
+def probe(target: Target, image: str) -> str | None:
+    """None when the engine answers and has ``image``; else why not."""
+    if not target.is_engine:
+        return None
+    try:
+        client = target.client()
+        try:
+            if client.ping() is False:
+                return f"engine at {target.address} does not answer"
+            client.images.get(image)
+        finally:
+            client.close()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not usable"
+        return f"engine at {target.address} not usable with image {image}: {type(exc).__name__}: {exc}"
+    return None
+
+
+def leftovers(target: Target) -> list[str]:
+    """Containers (or local temp folders) of ours on ``target``, running or not."""
+    if not target.is_engine:
+        return sorted(glob.glob(os.path.join(tempfile.gettempdir(), "oci-executor-local-*")))
+    if target.cli:
+        found = subprocess.run(
+            [*target.cli, "ps", "-a", "-q", "--filter", f"label={MANAGED_LABEL}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return found.stdout.split()
+    client = target.client()
+    try:
+        return sorted(c.id for c in client.containers.list(all=True, filters={"label": MANAGED_LABEL}))
+    finally:
+        client.close()
+
+
+def wait_until_clean(
+    target: Target, before: Sequence[str] = (), timeout: float = SETTLE_TIMEOUT
+) -> list[str]:
+    """Drain this process's pool, then wait until nothing of ours beyond ``before`` is left."""
+    from oci_executor.pool import POOL
+
+    POOL.drain()
+    deadline = time.monotonic() + timeout
+    while (left := sorted(set(leftovers(target)) - set(before))) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    return left
+
+
+# -- measurements ------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One figure on one backend: our samples, the floor's samples, and the target ratio."""
+
+    backend: str
+    figure: str
+    ours: list[float]
+    floor: list[float] = field(default_factory=list)
+    unit: str = "s"
+    target: float | None = None
+    floor_label: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if not self.ours or not self.floor:
+            return None
+        return statistics.median(self.ours) / statistics.median(self.floor)
+
+    @property
+    def met(self) -> bool | None:
+        if self.target is None or self.ratio is None:
+            return None
+        return self.ratio <= self.target
+
+
+def fmt(samples: Sequence[float], unit: str) -> str:
+    """A median with its n, in ms or s for times and as-is for other units."""
+    if not samples:
+        return "–"
+    median = statistics.median(samples)
+    if unit == "s":
+        text = f"{median * 1000:.0f} ms" if median < 10 else f"{median:.1f} s"
+    else:
+        text = f"{median:.1f} {unit}"
+    return f"{text} (n={len(samples)})"
+
+
+def fmt_ratio(row: Row) -> str:
+    return "–" if row.ratio is None else f"{row.ratio:.2f}x"
+
+
+def fmt_target(row: Row) -> str:
+    if row.target is None:
+        return "–"
+    text = f"<= {row.target:g}x"
+    return text if row.met is None else f"{text}: {'met' if row.met else 'MISSED'}"
+
+
+def report(row: Row) -> None:
+    print(f"  {row.figure}")
+    print(f"      ours   {fmt(row.ours, row.unit)}")
+    if row.floor:
+        print(f"      floor  {fmt(row.floor, row.unit)}   [{row.floor_label}]")
+        print(f"      ratio  {fmt_ratio(row)}   target {fmt_target(row)}")
+    sys.stdout.flush()
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def side_by_side(
+    ours: Callable[[], Any], floor: Callable[[], Any], n: int, settle: Callable[[], Any] = lambda: None
+) -> tuple[list[float], list[float]]:
+    """``n`` samples of each, alternating which goes first; ``settle`` (untimed) after each."""
+    ours_times: list[float] = []
+    floor_times: list[float] = []
+    for i in range(n):
+        pair = [(ours, ours_times), (floor, floor_times)]
+        for fn, times in pair if i % 2 == 0 else reversed(pair):
+            times.append(timed(fn))
+            settle()
+    return ours_times, floor_times
+
+
+def run_quiet(argv: Sequence[str]) -> None:
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def run_task(executor: Any, fn: Callable[..., Any], args: list[Any], expected: Any) -> None:
+    """One task through ``run_sync``; fails loudly if it did not return ``expected``."""
+    outcome = executor.run_sync(fn, args, {}, TASK_META)
+    if not outcome.ok or outcome.load_value() != expected:
+        raise RuntimeError(f"task {fn.__name__} failed: {outcome.summary()}\n{outcome.traceback}")
+
+
+def cli_floor(argv: Sequence[str]) -> Callable[[], None]:
+    """A floor that runs one command."""
+    return lambda: run_quiet(argv)
+
+
+def local_python_floor() -> Callable[[], None]:
+    """The local backend's floor: a subprocess of this interpreter (what its runner starts)."""
+    return cli_floor([sys.executable, "-c", "pass"])
+
+
+# -- 1. cold task ------------------------------------------------------------------------------
+
+
+def cold_figure(target: Target, image: str, n: int) -> Row:
+    from oci_executor.pool import POOL
+
+    executor = target.executor(image, reuse="never")
+    if target.is_engine:
+        label = f"{Path(target.cli[0]).name} run --rm IMAGE python3 -c pass"
+        floor = cli_floor([*target.cli, "run", "--rm", image, "python3", "-c", "pass"])
+    else:
+        label = "python -c pass subprocess"
+        floor = local_python_floor()
+    run_task(executor, add, [1, 2], 3)  # untimed: image lookup, engine connection
+    floor()
+    POOL.drain()
+    ours, floors = side_by_side(lambda: run_task(executor, add, [2, 3], 5), floor, n, settle=POOL.drain)
+    return Row(target.id, "cold task vs run --rm", ours, floors, "s", 1.0, label)
+
+
+# -- 2. warm task ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def exec_floor(target: Target, image: str) -> Iterator[tuple[Callable[[], None], str]]:
+    """The raw exec floor: ``exec_run`` in one sleeping container, removed afterwards."""
+    if not target.is_engine:
+        yield local_python_floor(), "python -c pass subprocess (local has no exec)"
+        return
+    client = target.client()
+    container = client.containers.run(image, ["sleep", "infinity"], detach=True, labels={FLOOR_LABEL: "true"})
+    try:
+
+        def floor() -> None:
+            code, output = container.exec_run(["python3", "-c", "pass"])
+            if code != 0:
+                raise RuntimeError(f"exec_run failed ({code}): {output!r}")
+
+        yield floor, "SDK container.exec_run(python3 -c pass)"
+    finally:
+        container.remove(force=True)
+        client.close()
+
+
+def warm_figure(target: Target, image: str, n: int) -> Row:
+    from oci_executor.pool import POOL
+
+    executor = target.executor(image, reuse="dispatch", keep_warm=600.0)
+    try:
+        with exec_floor(target, image) as (floor, label):
+            run_task(executor, add, [1, 2], 3)  # untimed: starts the warm container
+            floor()
+            ours, floors = side_by_side(lambda: run_task(executor, add, [2, 3], 5), floor, n)
+    finally:
+        POOL.drain()
+    return Row(target.id, "warm task vs raw exec", ours, floors, "s", 1.0, label)
+
+
+# -- 3. fan-out through a Covalent server ------------------------------------------------------
+
+
+def fanout_workflow(executor: Any) -> Any:
+    """Square each of ``range(n)`` in its own electron, then sum them in one electron."""
+    import covalent as ct
+
+    @ct.electron(executor=executor)
+    def square(x: int) -> int:
+        return x * x
+
+    @ct.electron(executor=executor)
+    def total(values: list[int]) -> int:
+        return sum(values)
+
+    @ct.lattice
+    def fanout(n: int) -> int:
+        return total([square(i) for i in range(n)])
+
+    return fanout
+
+
+def dispatch(workflow: Any) -> None:
+    """Dispatch ``workflow`` and wait for its result; fails loudly if it is wrong."""
+    import covalent as ct
+
+    dispatch_id = ct.dispatch(workflow)(FANOUT_WIDTH)
+    result = ct.get_result(dispatch_id, wait=True)
+    if str(result.status) != "COMPLETED" or result.result != FANOUT_RESULT:
+        raise RuntimeError(f"dispatch {dispatch_id} ended {result.status}: {result.error}")
+
+
+def fanout_figure(target: Target, image: str, runs: int) -> Row:
+    """The fan-out on ``target`` vs Covalent's local executor, on the running server.
+
+    Between samples (untimed) the server's warm containers are left to expire (their
+    ``keep_warm``) and be removed, so that no removal runs during the next sample.
+    """
+    before = leftovers(target)
+    ours_wf = fanout_workflow(target.executor(image))
+    local_wf = fanout_workflow("local")
+
+    def settle() -> None:
+        left = wait_until_clean(target, before)
+        if left:
+            raise RuntimeError(f"the server left {len(left)} container(s) on {target.id}: {left}")
+
+    dispatch(ours_wf)  # untimed warm-ups of both
+    settle()
+    dispatch(local_wf)
+    ours, floors = side_by_side(lambda: dispatch(ours_wf), lambda: dispatch(local_wf), runs, settle)
+    label = 'same workflow, executor="local"'
+    return Row(target.id, f"{FANOUT_WIDTH}-electron fan-out vs Covalent local", ours, floors, "s", 1.3, label)
+
+
+@contextlib.contextmanager
+def covalent_server(image: str) -> Iterator[str]:
+    """One Covalent server (tests/covalent_server.py) for every backend's fan-out."""
+    sys.path.insert(0, str(REPO))
+    from tests.covalent_server import running_server
+
+    with running_server({"executors.oci.image": image}) as url:
+        yield url
+
+
+# -- 4. payload round trips in fresh processes -------------------------------------------------
+
+
+def status_kb(field_name: str) -> int:
+    """A field of /proc/self/status (VmRSS, VmHWM), in kB."""
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field_name} in /proc/self/status")
+
+
+def roundtrip_child(spec: dict[str, Any]) -> dict[str, float]:
+    """In a fresh process: one warm-up task, then one round trip of ``size`` random bytes."""
     import cloudpickle
 
-    from oci_executor import OCIExecutor
-    from oci_executor.backend import BackendConfig
-    from oci_executor.registry import default_registry
+    from oci_executor.pool import POOL
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    payload = os.urandom(10 * 1024 * 1024)
-    print(f"oci-executor benchmark: image {options.image}, Python {platform.python_version()}, {os.cpu_count()} CPUs")
-    for name in ("local", "docker", "podman"):
-        backend = default_registry().get(name)(BackendConfig())
-        up = backend.available()
-        where = backend.describe()
-        backend.close()
-        if not up:
-            print(f"{name}: not available ({where})")
-            continue
-        print(f"{name}: {where}")
-        executor = OCIExecutor(image=options.image, backend=name)
-        executor.run_sync(add, [1, 2], {}, {})  # warm up: image lookup and Python check
-        report("small task (add)", timed(lambda: executor.run_sync(add, [2, 3], {}, {}), options.tasks))
-        report("10 MB round trip", timed(lambda: executor.run_sync(echo, [payload], {}, {}), max(3, options.tasks // 4)))
+    target = Target(spec["id"], spec["backend"], spec["address"])
+    executor = target.executor(spec["image"], reuse="dispatch", keep_warm=600.0)
+    run_task(executor, add, [1, 2], 3)  # the round trip itself runs on a warm container
+    size = int(spec["size"])
+    payload = os.urandom(size)
+    baseline = status_kb("VmRSS")
+    start = time.perf_counter()
+    outcome = executor.run_sync(reverse, [payload], {}, TASK_META)
+    seconds = time.perf_counter() - start
+    peak = status_kb("VmHWM")
+    if not outcome.ok or outcome.load_value() != payload[::-1]:  # checked after the peak is read
+        raise RuntimeError(f"round trip failed: {outcome.summary()}\n{outcome.traceback}")
+    POOL.drain()
+    return {"seconds": seconds, "extra_bytes": (peak - baseline) * 1024}
 
-    docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "info"], capture_output=True).returncode == 0:
-        print("seed pattern (docker CLI: run -dit, exec, stop), for comparison:")
 
-        def seed() -> None:
-            name = f"oci-bench-{time.monotonic_ns()}"
-            subprocess.run([docker, "run", "-dit", "--rm", "--name", name, options.image, "python3"], check=True, capture_output=True)
-            subprocess.run([docker, "exec", name, "python3", "-c", "print(2 + 3)"], check=True, capture_output=True)
-            subprocess.run([docker, "stop", name], check=True, capture_output=True)
+def roundtrip_rows(target: Target, image: str, size_mb: int, runs: int) -> list[Row]:
+    """``runs`` round trips of ``size_mb`` MB, each in a fresh Python process."""
+    spec = {"id": target.id, "backend": target.backend, "address": target.address, "image": image}
+    spec["size"] = size_mb * MB
+    seconds: list[float] = []
+    extra_mb: list[float] = []
+    for _ in range(runs):
+        child = subprocess.run(
+            [sys.executable, __file__, "--roundtrip-child", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+        )
+        if child.returncode != 0:
+            raise RuntimeError(f"round-trip process failed:\n{child.stderr.strip()[-2000:]}")
+        measured = json.loads(child.stdout.strip().splitlines()[-1])
+        seconds.append(measured["seconds"])
+        extra_mb.append(measured["extra_bytes"] / MB)
+    peak = f"{size_mb} MB round trip, peak RSS / payload"
+    return [
+        Row(target.id, f"{size_mb} MB round trip (warm), time", seconds),
+        Row(target.id, peak, extra_mb, [float(size_mb)] * runs, "MB", 2.0, "payload size"),
+    ]
 
-        report("run -dit + exec + stop", timed(seed, 2))
-    return 0
+
+# -- 5. the seed document's CLI pattern --------------------------------------------------------
+
+
+def seed_figure(target: Target, image: str, n: int) -> Row:
+    """``docker run -dit`` + ``docker exec`` + ``docker stop`` next to our cold task."""
+    from oci_executor.pool import POOL
+
+    cli = target.cli
+
+    def seed() -> None:
+        name = f"oci-bench-seed-{time.monotonic_ns()}"
+        run_quiet(
+            [*cli, "run", "-dit", "--rm", "--name", name, "--label", f"{FLOOR_LABEL}=true", image, "python3"]
+        )
+        run_quiet([*cli, "exec", name, "python3", "-c", "print(2 + 3)"])
+        run_quiet([*cli, "stop", name])
+
+    executor = target.executor(image, reuse="never")
+    ours, floors = side_by_side(lambda: run_task(executor, add, [2, 3], 5), seed, n, settle=POOL.drain)
+    label = "seed: docker run -dit, exec, stop (not a floor: for comparison)"
+    return Row(target.id, "cold task vs seed CLI pattern", ours, floors, "s", None, label)
+
+
+# -- running it all ----------------------------------------------------------------------------
+
+
+def guarded(name: str, measure: Callable[[], Row | list[Row]]) -> list[Row]:
+    """Run one figure; on failure print why and go on with the next."""
+    try:
+        rows = measure()
+    except Exception as exc:  # noqa: BLE001 - one failed figure must not end the run
+        print(f"  {name}: FAILED: {type(exc).__name__}: {exc}")
+        return []
+    rows = rows if isinstance(rows, list) else [rows]
+    for row in rows:
+        report(row)
+    return rows
+
+
+def measure_target(target: Target, options: argparse.Namespace, server: bool) -> list[Row]:
+    image = options.image
+    rows: list[Row] = []
+    if target.is_engine and not target.cli:
+        print("  cold task: skipped (no engine CLI on PATH for the `run --rm` floor)")
+    else:
+        rows += guarded("cold task", lambda: cold_figure(target, image, options.tasks))
+    rows += guarded("warm task", lambda: warm_figure(target, image, options.tasks))
+    sizes = [10] if options.skip_200mb else [10, 200]
+    for size in sizes:
+        rows += guarded(
+            f"{size} MB round trip", lambda s=size: roundtrip_rows(target, image, s, options.roundtrips)
+        )
+    if server:
+        rows += guarded("fan-out", lambda: fanout_figure(target, image, options.fanout_runs))
+    if target.id == "docker" and target.cli:
+        rows += guarded("seed pattern", lambda: seed_figure(target, image, 2))
+    return rows
+
+
+def summary_table(rows: Sequence[Row]) -> str:
+    lines = ["| backend | figure | ours | floor | ratio | target |", "| --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        cells = [row.backend, row.figure, fmt(row.ours, row.unit), fmt(row.floor, row.unit)]
+        cells += [fmt_ratio(row), fmt_target(row)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def draw_chart(rows: Sequence[Row], path: str) -> None:
+    """A horizontal bar per figure with a target, grouped by backend, the target marked."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"chart: matplotlib is not installed; install the `bench` extra: {EXTRA_HINT}")
+        return
+    shown = [r for r in rows if r.ratio is not None and r.target is not None]
+    if not shown:
+        print("chart: nothing to draw")
+        return
+    fig, ax = plt.subplots(figsize=(9, 0.42 * len(shown) + 1.4))
+    labels = [f"{r.backend}: {r.figure}" for r in shown]
+    ratios = [r.ratio or 0.0 for r in shown]
+    colors = ["tab:green" if r.met else "tab:red" for r in shown]
+    positions = list(range(len(shown)))[::-1]
+    ax.barh(positions, ratios, color=colors, height=0.6)
+    for pos, row, ratio in zip(positions, shown, ratios, strict=True):
+        ax.plot([row.target, row.target], [pos - 0.4, pos + 0.4], color="black", linestyle="--", linewidth=1)
+        ax.text(ratio, pos, f" {ratio:.2f}x", va="center", fontsize=8)
+    ax.set_yticks(positions, labels, fontsize=8)
+    ax.set_xlabel("ratio, ours / floor (dashed: target; green: met, red: missed)")
+    ax.set_title("oci-executor vs the floor on the same engine (lower is better)")
+    ax.set_xlim(0, max(max(ratios), max(r.target or 0 for r in shown)) * 1.2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"chart written to {path}")
+
+
+def isolate_covalent_home() -> str:
+    """Point HOME and Covalent's config at a temp folder before covalent is imported."""
+    home = tempfile.mkdtemp(prefix="oci-bench-home-")
+    os.environ["HOME"] = home
+    os.environ["COVALENT_CONFIG_DIR"] = os.path.join(home, ".config", "covalent")
+    os.environ["COVALENT_DISABLE_DASK"] = "1"
+    for var in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "COVALENT_CACHE_DIR"):
+        os.environ.pop(var, None)
+    return home
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    minor = ".".join(platform.python_version_tuple()[:2])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--image", default=os.environ.get("OCI_TEST_IMAGE", f"oci-executor-test/python:{minor}")
+    )
+    parser.add_argument("--tasks", type=int, default=20, help="samples of each cold and warm figure (20)")
+    parser.add_argument("--backends", default=",".join(ALL_BACKENDS), help="comma list (all)")
+    parser.add_argument("--skip-fanout", action="store_true", help="no Covalent server, no fan-out")
+    parser.add_argument("--skip-200mb", action="store_true", help="only the 10 MB round trip")
+    parser.add_argument("--fanout-runs", type=int, default=3, help="timed dispatches of each workflow (3)")
+    parser.add_argument("--roundtrips", type=int, default=3, help="fresh processes per payload size (3)")
+    parser.add_argument("--chart", metavar="PATH", help="draw the ratios as a bar chart (needs matplotlib)")
+    parser.add_argument("--markdown", metavar="PATH", help="write the summary table there")
+    parser.add_argument("--roundtrip-child", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def usable_targets(backends: str, image: str) -> list[Target]:
+    """The targets named in ``backends`` that answer; a line saying why for each other one."""
+    targets: list[Target] = []
+    for target_id in [b.strip() for b in backends.split(",") if b.strip()]:
+        target = make_target(target_id)
+        problem = target if isinstance(target, str) else probe(target, image)
+        if isinstance(target, Target) and problem is None:
+            targets.append(target)
+        else:
+            print(f"{target_id}: skipped: {problem}")
+    return targets
+
+
+def run(options: argparse.Namespace) -> int:
+    import cloudpickle
+
+    import oci_executor
+    from oci_executor.pool import POOL
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    print(
+        f"oci-executor {oci_executor.__version__} benchmark: image {options.image}, "
+        f"Python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.platform()}"
+    )
+    targets = usable_targets(options.backends, options.image)
+    rows: list[Row] = []
+    with contextlib.ExitStack() as stack:
+        server = False
+        if not options.skip_fanout and targets:
+            url = stack.enter_context(covalent_server(options.image))
+            print(f"Covalent server for the fan-out: {url}")
+            server = True
+        for target in targets:
+            where = f" at {target.address}" if target.is_engine else f" ({sys.executable})"
+            print(f"\n{target.id}{where}")
+            before = leftovers(target)
+            try:
+                rows += measure_target(target, options, server)
+            finally:
+                left = wait_until_clean(target, before)
+                if left:
+                    print(f"  WARNING: left behind on {target.id}: {left}")
+    POOL.drain()
+    table = summary_table(rows)
+    print("\nSummary (medians; ratio = ours / floor, measured side by side in this run)\n")
+    print(table)
+    if options.markdown:
+        Path(options.markdown).write_text(table + "\n", encoding="utf-8")
+        print(f"\ntable written to {options.markdown}")
+    if options.chart:
+        draw_chart(rows, options.chart)
+    return check_clean(targets)
+
+
+def check_clean(targets: Sequence[Target]) -> int:
+    """Report anything of ours (or the floors') left on any engine; 1 if something was."""
+    problems = 0
+    for target in targets:
+        # The Covalent server's pool removes its warm containers after keep_warm, or at its exit.
+        left = wait_until_clean(target)
+        if target.is_engine and target.cli:
+            found = subprocess.run(
+                [*target.cli, "ps", "-a", "-q", "--filter", f"label={FLOOR_LABEL}"],
+                capture_output=True,
+                text=True,
+            )
+            left += found.stdout.split()
+        print(f"left behind on {target.id}: {', '.join(left) if left else 'nothing'}")
+        problems += bool(left)
+    return 1 if problems else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_args(argv)
+    if options.roundtrip_child:  # a fresh process for one round trip; HOME is the parent's
+        print(json.dumps(roundtrip_child(json.loads(options.roundtrip_child))))
+        return 0
+    home = isolate_covalent_home()
+    try:
+        return run(options)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

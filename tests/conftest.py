@@ -111,3 +111,9 @@ def engine_target(request: pytest.FixtureRequest) -> Iterator[Target]:
 def rootful_target(request: pytest.FixtureRequest) -> Iterator[Target]:
     """The engines that can enforce resource limits on this host (not rootless on cgroup v1)."""
     yield from _leaving_nothing(request.param)
+
+
+@pytest.fixture
+def podman_target() -> Iterator[Target]:
+    """Rootful Podman alone (for tests that stop and restart its service)."""
+    yield from _leaving_nothing("podman")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Iterator
 
@@ -207,3 +208,57 @@ def test_main_job_prints_the_seed_result(server: str, capsys: pytest.CaptureFixt
     assert "result: 15" in out.out
     expected = "podman" if engines.in_ci() else ""
     assert f"Backend: {expected}" in out.err
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.5, 2.0])
+def test_cancel_soon_after_dispatch_ends_cancelled(server: str, engine_target: Target, delay: float) -> None:
+    """Cancelled before, while or after its container starts: CANCELLED, and nothing left."""
+    import covalent as ct
+
+    @ct.electron(executor=engine_target.executor())
+    def slow():  # type: ignore[no-untyped-def]
+        import time
+
+        time.sleep(120)
+        return 1
+
+    @ct.lattice
+    def flow():  # type: ignore[no-untyped-def]
+        return slow()
+
+    dispatch_id = ct.dispatch(flow)()
+    time.sleep(delay)
+    ct.cancel(dispatch_id)
+    result = ct.get_result(dispatch_id, wait=True)
+    node = _node(result)
+    assert str(node["status"]) == "CANCELLED", (node["status"], node["error"])
+    assert str(result.status) == "CANCELLED"
+
+
+def test_a_silent_engine_fails_the_node_within_30_s(server: str) -> None:
+    import covalent as ct
+
+    from oci_executor import OCIExecutor
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)  # accepts (the kernel does) and never answers
+    address = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+
+        @ct.electron(executor=OCIExecutor(backend="docker", address=address, image=engines.test_image()))
+        def add(x, y):  # type: ignore[no-untyped-def]
+            return x + y
+
+        @ct.lattice
+        def flow():  # type: ignore[no-untyped-def]
+            return add(1, 2)
+
+        start = time.monotonic()
+        result = _dispatch(flow)
+        assert time.monotonic() - start < 30
+        node = _node(result)
+        assert str(node["status"]) == "FAILED"
+        assert address.split("://")[1] in str(node["error"]) + str(node["stderr"])
+    finally:
+        listener.close()

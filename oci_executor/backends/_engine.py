@@ -41,6 +41,10 @@ from oci_executor.errors import (
 )
 
 SCRATCH_DIR = "/tmp/oci-executor"
+CONNECT_TIMEOUT = 5.0
+"""Seconds to connect to an engine and hear its first ping."""
+API_TIMEOUT = 120.0
+"""Seconds an API call may wait without an answer (a pull streams, so this is not a cap on it)."""
 REMOVE_TIMEOUT = 30.0  # seconds to wait for an engine's own removal of a killed container
 CPU_PERIOD = 100_000  # microseconds; cpus=1.5 becomes a quota of 150000 per period
 # Counts OOM kills in the container's memory cgroup (v2: memory.events, v1: memory.oom_control).
@@ -183,16 +187,38 @@ class EngineBackend(Backend):
         )
 
     def client(self) -> Any:
-        """The SDK client, connected on first use."""
+        """The SDK client, connected on first use.
+
+        Connecting and the first ping time out after :data:`CONNECT_TIMEOUT` seconds (an
+        engine that accepts connections but never answers must not hang a task); later calls
+        fail after :data:`API_TIMEOUT` seconds without an answer.
+        """
         with self._lock:
             if self._client is None:
                 try:
                     client = self._connect()
+                    client.api.timeout = CONNECT_TIMEOUT
                     client.ping()
+                    client.api.timeout = API_TIMEOUT
                 except Exception as exc:  # noqa: BLE001 - every connect failure is "unavailable"
                     raise self.unavailable(_describe(exc)) from exc
                 self._client = client
             return self._client
+
+    def check(self) -> None:
+        """Raise :class:`EngineUnavailableError` unless the engine answers a ping now."""
+        try:
+            client = self.client()
+            self._ping(client, CONNECT_TIMEOUT)
+        except OCIExecutorError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the engine did not answer
+            raise self.unavailable(_describe(exc)) from exc
+
+    def _ping(self, client: Any, timeout: float) -> None:
+        """One ping with its own timeout (the client may be in use by other threads)."""
+        response = client.api.head(client.api._url("/_ping"), timeout=timeout)
+        response.raise_for_status()
 
     def available(self) -> bool:
         try:
@@ -212,10 +238,10 @@ class EngineBackend(Backend):
             mapped = self._map_error(exc, action)
             if mapped is None:
                 text = _describe(exc)
-                if (
-                    isinstance(exc, requests.exceptions.ConnectionError)
-                    or "server api version" in text.lower()
-                ):
+                lost = _connection_lost(exc)
+                if lost is not None:
+                    mapped = self.unavailable(lost)
+                elif "server api version" in text.lower():
                     mapped = self.unavailable(text)
                 else:
                     mapped = ContainerError(f"{self.engine} failed to {action}: {text}")
@@ -407,6 +433,21 @@ def _force_remove(obj: Any, timeout: float = REMOVE_TIMEOUT) -> None:
                 return
         time.sleep(0.05)
     raise BackendError(f"container {obj.id[:12]} was still being removed after {timeout:g} s")
+
+
+def _connection_lost(exc: BaseException) -> str | None:
+    """What went wrong, if ``exc`` (or what caused it) is a lost or silent connection.
+
+    podman-py wraps socket errors in ``APIError("... operation failed")``; the cause says more.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, requests.exceptions.Timeout):
+            return f"no answer within the timeout ({_describe(seen)})"
+        if isinstance(seen, (requests.exceptions.ConnectionError, ConnectionError)):
+            return _describe(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _is_not_found(exc: BaseException | None) -> bool:

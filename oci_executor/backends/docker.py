@@ -14,13 +14,12 @@ import docker.errors
 import docker.types
 
 from oci_executor.backend import Container, ContainerSpec, ExecResult
-from oci_executor.backends._engine import EngineBackend
+from oci_executor.backends._engine import CONNECT_TIMEOUT, EngineBackend
 from oci_executor.channel import Channel, SocketChannel
 from oci_executor.hookspecs import hookimpl
 from oci_executor.registry import BackendRegistry
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
-API_TIMEOUT = 120
 
 
 class DockerBackend(EngineBackend):
@@ -38,13 +37,17 @@ class DockerBackend(EngineBackend):
 
     def _connect(self) -> Any:
         if self.config.address:
-            return docker.DockerClient(base_url=self.config.address, timeout=API_TIMEOUT)
-        return docker.from_env(timeout=API_TIMEOUT)
+            return docker.DockerClient(base_url=self.config.address, timeout=int(CONNECT_TIMEOUT))
+        return docker.from_env(timeout=int(CONNECT_TIMEOUT))
 
     def _create_kwargs(self, spec: ContainerSpec) -> dict[str, Any]:
         kwargs = super()._create_kwargs(spec)
         # The runner's channel carries payloads: json-file would copy every byte to disk.
         kwargs["log_config"] = docker.types.LogConfig(type="none")
+        kwargs["security_opt"] = ["no-new-privileges"]  # setuid binaries grant the task nothing
+        if spec.read_only:
+            kwargs["read_only"] = True
+            kwargs["tmpfs"] = {"/tmp": "rw,exec,mode=1777"}
         if spec.volumes:
             suffix = ",z" if spec.selinux_relabel else ""
             kwargs["volumes"] = {

@@ -21,7 +21,7 @@ import urllib.parse
 from typing import Any
 
 from oci_executor.backend import Container, ContainerSpec, ExecResult
-from oci_executor.backends._engine import EngineBackend
+from oci_executor.backends._engine import CONNECT_TIMEOUT, EngineBackend
 from oci_executor.channel import Channel, SocketChannel
 from oci_executor.errors import ConfigurationError, ContainerError, OCIExecutorError
 from oci_executor.hookspecs import hookimpl
@@ -29,7 +29,6 @@ from oci_executor.registry import BackendRegistry
 
 ROOTFUL_SOCKET = "unix:///run/podman/podman.sock"
 API_VERSION = "v4.0.0"
-CONNECT_TIMEOUT = 10.0
 SERVICE_IDLE_SECONDS = 60
 """A transient service left behind by a killed executor exits after this long without clients."""
 SERVICE_START_TIMEOUT = 20.0
@@ -92,7 +91,7 @@ class PodmanBackend(EngineBackend):
     def _connect(self) -> Any:
         import podman
 
-        client = podman.PodmanClient(base_url=self.address())
+        client = podman.PodmanClient(base_url=self.address(), timeout=CONNECT_TIMEOUT)
         if self.config.address or os.environ.get("CONTAINER_HOST") or not shutil.which("podman"):
             return client
         try:
@@ -101,7 +100,10 @@ class PodmanBackend(EngineBackend):
         except Exception:  # noqa: BLE001 - no service: start our own
             client.close()
         self._start_service()
-        return podman.PodmanClient(base_url=self.address())
+        return podman.PodmanClient(base_url=self.address(), timeout=CONNECT_TIMEOUT)
+
+    def _ping(self, client: Any, timeout: float) -> None:
+        client.api.head("/_ping", timeout=timeout).raise_for_status()
 
     def _start_service(self) -> None:
         """Start ``podman system service`` on a private socket and wait until it answers."""
@@ -198,6 +200,10 @@ class PodmanBackend(EngineBackend):
     def _create_kwargs(self, spec: ContainerSpec) -> dict[str, Any]:
         kwargs = super()._create_kwargs(spec)
         kwargs["log_config"] = {"Type": "none"}  # the runner's channel is not a log
+        kwargs["no_new_privileges"] = True  # setuid binaries grant the task nothing
+        if spec.read_only:
+            kwargs["read_only"] = True
+            kwargs["mounts"] = [{"type": "tmpfs", "source": "tmpfs", "target": "/tmp", "mode": "1777"}]
         rootless = self.rootless()
         if (
             rootless
