@@ -401,3 +401,122 @@ def test_transient_service_when_no_service_answers(user: RootlessUser, image: st
     assert left == [], f"transient podman services left running: {left}"
     assert glob.glob(os.path.join(runtime_dir, "oci-executor-podman-*")) == []
     assert _ours(user, dispatch_id) == []
+
+
+def test_warm_containers_as_the_user(user: RootlessUser, image: str) -> None:
+    """The reuse rules hold for an unprivileged user on their own rootless Podman."""
+    dispatch_id = f"rootless-reuse-{uuid.uuid4().hex[:8]}"
+    facts = user.python_json(
+        """
+        import socket
+        import threading
+
+        from oci_executor import OCIExecutor
+        from oci_executor.pool import POOL
+
+
+        def mark(path):
+            import os, socket
+            before = open(path).read() if os.path.exists(path) else ""
+            open(path, "w").write("first")
+            return before, socket.gethostname()
+
+
+        image, dispatch = PARAMS["image"], PARAMS["dispatch_id"]
+        meta = {"dispatch_id": dispatch, "node_id": 0}
+        ex = OCIExecutor(backend="podman", image=image)
+        a = ex.run_sync(mark, ["/tmp/reuse-mark"], {}, meta)
+        b = ex.run_sync(mark, ["/tmp/reuse-mark"], {}, meta)
+        other = ex.run_sync(mark, ["/tmp/reuse-mark"], {}, {"dispatch_id": dispatch + "-b", "node_id": 0})
+        never = OCIExecutor(backend="podman", image=image, reuse="never")
+        fresh = {never.run_sync(mark, ["/tmp/x"], {}, meta).container_id for _ in range(2)}
+        limited = OCIExecutor(backend="podman", image=image, max_containers=2)
+        ids = []
+        threads = [
+            threading.Thread(target=lambda: ids.append(limited.run_sync(mark, ["/tmp/y"], {}, meta).container_id))
+            for _ in range(6)
+        ]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        POOL.drain()
+        emit({
+            "same": a.container_id == b.container_id,
+            "second_saw_first": b.load_value()[0] == "first",
+            "hostnames": [a.load_value()[1], b.load_value()[1]],
+            "other_dispatch_shares": other.container_id in (a.container_id,),
+            "never_distinct": len(fresh),
+            "limited": len(set(ids)),
+            "tasks": len(ids),
+        })
+        """,
+        params={"image": image, "dispatch_id": dispatch_id},
+    )
+    assert facts["same"] and facts["second_saw_first"], facts
+    assert facts["hostnames"][0] == facts["hostnames"][1]
+    assert facts["other_dispatch_shares"] is False
+    assert facts["never_distinct"] == 2
+    assert facts["tasks"] == 6 and 1 <= facts["limited"] <= 2, facts
+    assert _ours(user, dispatch_id) == []
+    assert _ours(user, dispatch_id + "-b") == []
+
+
+USER_DRIVER = """
+import sys, threading
+from oci_executor import OCIExecutor
+def add(x, y):
+    return x + y
+def slow():
+    import time
+    time.sleep(600)
+ex = OCIExecutor(backend="podman", image=sys.argv[1], idle_timeout=5, keep_warm=600, max_containers=2)
+meta = {"dispatch_id": sys.argv[2], "node_id": 0}
+threads = [threading.Thread(target=ex.run_sync, args=(add, [i, 1], {}, meta)) for i in range(2)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print("warm", flush=True)
+ex.run_sync(slow, [], {}, meta)
+"""
+
+
+def test_the_users_pool_goes_when_the_driver_is_killed(user: RootlessUser, image: str) -> None:
+    """SIGKILL the user's driving process: every container it held is gone in idle_timeout + 10 s."""
+    dispatch_id = f"rootless-kill-{uuid.uuid4().hex[:8]}"
+    script = os.path.join(user.workdir, f"driver-{dispatch_id}.py")
+    with open(script, "w", encoding="utf-8") as handle:
+        handle.write(USER_DRIVER)
+    user.chown(script)
+    assignments = [f"{k}={v}" for k, v in user.env().items()]
+    proc = subprocess.Popen(
+        [
+            "runuser",
+            "-u",
+            user.name,
+            "--",
+            "env",
+            "-i",
+            *assignments,
+            user.python,
+            script,
+            image,
+            dispatch_id,
+        ],
+        cwd=user.workdir,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "warm"
+        time.sleep(1.0)
+        assert len(_ours(user, dispatch_id)) == 2
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        killed = time.monotonic()
+        while _ours(user, dispatch_id) and time.monotonic() - killed < 5 + 10:
+            time.sleep(0.3)
+        assert _ours(user, dispatch_id) == [], "the user's pooled containers outlived the driver"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        os.unlink(script)
