@@ -3,7 +3,9 @@
 Address: the executor's ``address`` option, else ``CONTAINER_HOST``, else the rootless socket
 ``$XDG_RUNTIME_DIR/podman/podman.sock``, else ``/run/podman/podman.sock``. When none of these
 answers but the ``podman`` binary is installed (and no address was given), the backend starts
-a transient ``podman system service`` of its own and stops it in :meth:`PodmanBackend.close`.
+a transient ``podman system service`` of its own (one per backend instance, and the executor
+shares one instance per process), starts it again if it exited while idle, and stops it in
+:meth:`PodmanBackend.close`, which runs at process exit.
 """
 
 from __future__ import annotations
@@ -142,6 +144,18 @@ class PodmanBackend(EngineBackend):
         if self._service_dir:
             shutil.rmtree(self._service_dir, ignore_errors=True)
             self._service_dir = None
+
+    def client(self) -> Any:
+        # A transient service exits after SERVICE_IDLE_SECONDS without clients: start anew.
+        service = self._service
+        if service is not None and service.poll() is not None:
+            with self._lock:
+                stale, self._client = self._client, None
+            if stale is not None:
+                stale.close()
+            self._stop_service()
+            self._info = None
+        return super().client()
 
     @property
     def transient_service(self) -> bool:
