@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 if TYPE_CHECKING:
     from oci_executor.channel import Channel
 
+MANAGED_LABEL = "io.oci-executor.managed"
+"""Every container we create carries ``MANAGED_LABEL=true``."""
+
 PullPolicy = Literal["missing", "always", "never"]
 PULL_POLICIES: tuple[str, ...] = ("missing", "always", "never")
 
@@ -186,6 +189,14 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def remove(self, container: Container) -> None:
         """Remove the container and everything in it; a missing container is not an error."""
+
+    def sweep_unstarted(self, older_than: float) -> list[str]:
+        """Remove our containers that were created but never started, ``older_than`` seconds ago.
+
+        Such a container's driver died between create and start: no runner ever ran in it,
+        so nothing would end it. Returns the removed IDs; optional (nothing by default).
+        """
+        return []
 
     def check(self) -> None:  # noqa: B027 - optional hook
         """Raise :class:`~oci_executor.errors.EngineUnavailableError` unless the engine answers now."""

@@ -97,17 +97,11 @@ def execute(
     """
     channel = runner.channel
     reader = FrameReader(channel)
-    blobs, layout = payload.encode(workdir)
-    header = json.dumps(protocol.task_header([len(b) for b in blobs], layout)).encode("utf-8")
     try:
-        channel.send(protocol.frame(protocol.TASK, header))
-        for blob in blobs:
-            if blob:
-                channel.send(blob)
+        _send_task(runner, payload, workdir)
         kind, size = reader.header()
     except ChannelClosed as exc:
         raise TaskNotStarted(str(exc)) from None
-    del blobs
     if kind == protocol.EXIT and size <= protocol.MAX_CONTROL_BYTES:
         refusal = protocol.decode_control(kind, reader.read(size)).get("error", "no reason given")
         raise RunnerError(f"the runner in container {runner.container.id[:12]} refused the task: {refusal}")
@@ -184,6 +178,16 @@ def execute(
         )
     outcome = outcome_from_record(result.record, result.value, out, err)
     return dataclasses.replace(outcome, container_id=runner.container.id)
+
+
+def _send_task(runner: Runner, payload: TaskPayload, workdir: str | None) -> None:
+    """The task frame, then each blob as it is (no joined copy, no reference kept after)."""
+    blobs, layout = payload.encode(workdir)
+    header = json.dumps(protocol.task_header([len(b) for b in blobs], layout)).encode("utf-8")
+    runner.channel.send(protocol.frame(protocol.TASK, header))
+    for blob in blobs:
+        if blob:
+            runner.channel.send(blob)
 
 
 def _engine_gone(runner: Runner) -> None:

@@ -18,7 +18,14 @@ from typing import Any
 from covalent._shared_files.exceptions import TaskCancelledError, TaskRuntimeError
 from covalent.executor.base import AsyncBaseExecutor
 
-from oci_executor.backend import PULL_POLICIES, Backend, BackendConfig, Container, ContainerSpec
+from oci_executor.backend import (
+    MANAGED_LABEL,
+    PULL_POLICIES,
+    Backend,
+    BackendConfig,
+    Container,
+    ContainerSpec,
+)
 from oci_executor.errors import ConfigurationError, TaskTimeoutError
 from oci_executor.execute import TaskNotStarted, execute
 from oci_executor.lifecycle import start_runner
@@ -191,7 +198,7 @@ class OCIExecutor(AsyncBaseExecutor):
     def container_spec(self, task_metadata: dict[str, Any]) -> ContainerSpec:
         """The container to create for one task."""
         ours = {
-            f"{LABEL_PREFIX}.managed": "true",
+            MANAGED_LABEL: "true",
             f"{LABEL_PREFIX}.dispatch-id": str(task_metadata.get("dispatch_id", "")),
             f"{LABEL_PREFIX}.node-id": str(task_metadata.get("node_id", "")),
         }
@@ -283,8 +290,11 @@ class OCIExecutor(AsyncBaseExecutor):
         except TaskCancelledError:
             raise
         except TaskTimeoutError as exc:
-            self._write_streams(TaskOutcome(ok=False, stdout=exc.stdout, stderr=exc.stderr))
-            raise
+            # Covalent keeps a node's streams only for TaskRuntimeError: deliver what the task
+            # printed before the kill, with the error at the end of its stderr.
+            message = f"{type(exc).__name__}: {exc}"
+            self._write_streams(TaskOutcome(ok=False, stdout=exc.stdout, stderr=exc.stderr + message + "\n"))
+            raise TaskRuntimeError(message) from exc
         except Exception:
             if covalent_runtime and await self.get_cancel_requested():
                 raise TaskCancelledError("the task was cancelled; its container was removed") from None

@@ -32,6 +32,8 @@ EXPIRY_MARGIN = 30.0
 """A runner this close to its ``max_lifetime`` is never handed a task."""
 REAP_INTERVAL = 0.5
 PER_TASK_LABELS = ("io.oci-executor.node-id",)
+UNSTARTED_AGE = 60.0
+"""A container of ours created this long ago and never started has no live driver."""
 
 
 def pool_key(backend: Backend, spec: ContainerSpec, reuse: str, dispatch_id: str) -> str:
@@ -193,8 +195,22 @@ def shared_backend(name: str, config: BackendConfig) -> Backend:
         if backend is None:
             backend = select_backend(name, config)
             _backends[(name, config)] = backend
-            _backends[(backend.name, config)] = backend
+            _backends.setdefault((backend.name, config), backend)
+            threading.Thread(target=_sweep, args=(backend,), name="oci-sweep", daemon=True).start()
         return backend
+
+
+def _sweep(backend: Backend) -> None:
+    """Remove containers a killed driver left between create and start (best effort)."""
+    try:
+        removed = backend.sweep_unstarted(UNSTARTED_AGE)
+    except Exception as exc:  # noqa: BLE001 - a sweep never fails a task
+        log.debug("could not sweep %s: %s", backend.describe(), exc)
+        return
+    if removed:
+        log.info(
+            "removed %d container(s) a killed process left unstarted on %s", len(removed), backend.describe()
+        )
 
 
 def shutdown() -> None:

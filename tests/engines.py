@@ -87,10 +87,22 @@ def require_engine(target_id: str) -> str:
     return addr
 
 
+def container_ids(client, label: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """IDs of all containers with ``label``, from the list call alone.
+
+    docker-py's default list inspects each container, which fails for one being removed.
+    """
+    import docker
+
+    if isinstance(client, docker.DockerClient):
+        return sorted(c.id for c in client.containers.list(all=True, sparse=True, filters={"label": label}))
+    return sorted(c.id for c in client.containers.list(all=True, filters={"label": label}))
+
+
 def labelled_containers(backend: str, addr: str) -> list[str]:
     """IDs of all containers (running or not) that carry our managed label."""
     client = _client(backend, addr)
     try:
-        return sorted(c.id for c in client.containers.list(all=True, filters={"label": LABEL}))
+        return container_ids(client, LABEL)
     finally:
         client.close()

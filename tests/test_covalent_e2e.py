@@ -141,6 +141,7 @@ def test_time_limit_fails_the_node_naming_the_limit(server: str, target: Target)
     def sleepy():  # type: ignore[no-untyped-def]
         import time
 
+        print("before the limit", flush=True)
         time.sleep(60)
 
     @ct.lattice
@@ -153,7 +154,11 @@ def test_time_limit_fails_the_node_naming_the_limit(server: str, target: Target)
     assert str(result.status) == "FAILED"
     node = _node(result)
     assert str(node["status"]) == "FAILED"
-    assert "time_limit of 2 s" in str(node["error"])
+    # As for a task's own exception, the error ends the node's stderr, after what it printed.
+    assert "TaskTimeoutError: the task ran over its time_limit of 2 s" in node["stderr"]
+    assert (
+        node["stdout"] == "before the limit\n"
+    )  # printed before the kill, still delivered  # printed before the kill, still delivered
 
 
 def test_cancel_kills_the_container_and_ends_cancelled(server: str, engine_target: Target) -> None:
@@ -175,7 +180,7 @@ def test_cancel_kills_the_container_and_ends_cancelled(server: str, engine_targe
     label = f"io.oci-executor.dispatch-id={dispatch_id}"
 
     def ours() -> list[str]:
-        return [c.id for c in client.containers.list(all=True, filters={"label": label})]
+        return engines.container_ids(client, label)
 
     try:
         deadline = time.monotonic() + 60
@@ -262,3 +267,26 @@ def test_a_silent_engine_fails_the_node_within_30_s(server: str) -> None:
         assert address.split("://")[1] in str(node["error"]) + str(node["stderr"])
     finally:
         listener.close()
+
+
+def test_20_concurrent_electrons_with_2_mb_arguments(server: str, engine_target: Target) -> None:
+    """A fan-out of 20 electrons, each with its own 2 MB argument: all correct, nothing left."""
+    import hashlib
+
+    import covalent as ct
+
+    blobs = [os.urandom(2 * 1024 * 1024) for _ in range(20)]
+
+    @ct.electron(executor=engine_target.executor(max_containers=3))
+    def digest(data):  # type: ignore[no-untyped-def]
+        import hashlib
+
+        return hashlib.sha256(data).hexdigest()
+
+    @ct.lattice
+    def fan_out(items):  # type: ignore[no-untyped-def]
+        return [digest(item) for item in items]
+
+    result = _dispatch(fan_out, blobs)
+    assert str(result.status) == "COMPLETED", result.error
+    assert result.result == [hashlib.sha256(b).hexdigest() for b in blobs]

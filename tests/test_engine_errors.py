@@ -114,7 +114,7 @@ def test_no_orphan_after_sigkill(engine_target: Target) -> None:
     client = engines._client(engine_target.backend, engine_target.address)
 
     def ours() -> list[str]:
-        return [c.id for c in client.containers.list(all=True, filters={"label": label})]
+        return engines.container_ids(client, label)
 
     proc = subprocess.Popen(
         [

@@ -273,3 +273,27 @@ def write_outside_tmp() -> dict[str, str]:
 def test_read_only_root_filesystem(engine_target: Target) -> None:
     outcome = engine_target.executor(read_only=True).run_sync(write_outside_tmp, [], {}, META)
     assert outcome.load_value() == {"/oci-test-file": "OSError", "/tmp/oci-test-file": "written"}
+
+
+def test_a_container_left_unstarted_is_swept(engine_target: Target) -> None:
+    """A driver killed between create and start leaves a container no runner will end: swept."""
+    from oci_executor.backend import BackendConfig
+    from oci_executor.registry import select_backend
+
+    client = engines._client(engine_target.backend, engine_target.address)
+    try:
+        orphan = client.containers.create(
+            engine_target.image,
+            ["true"],
+            labels={"io.oci-executor.managed": "true", "io.oci-executor.node-id": "x"},
+        )
+        backend = select_backend(engine_target.backend, BackendConfig(address=engine_target.address))
+        try:
+            time.sleep(1.1)
+            assert backend.sweep_unstarted(3600) == []  # too young: its driver may be starting it
+            assert orphan.id in backend.sweep_unstarted(1.0)
+        finally:
+            backend.close()
+        assert orphan.id not in engines.container_ids(client, "io.oci-executor.managed=true")
+    finally:
+        client.close()

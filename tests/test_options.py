@@ -121,15 +121,21 @@ def test_labels_are_added_to_ours(engine_target: Target) -> None:
 
 def test_time_limit_kills_the_task(target: Target) -> None:
     def sleepy() -> str:
+        import sys
         import time
 
+        print("started", flush=True)
+        print("warming up", file=sys.stderr, flush=True)
         time.sleep(60)
         return "woke up"
 
     start = time.monotonic()
-    with pytest.raises(TaskTimeoutError, match="time_limit of 2 s"):
+    with pytest.raises(TaskTimeoutError, match="time_limit of 2 s") as info:
         target.executor(time_limit=2).run_sync(sleepy, [], {}, META)
     assert time.monotonic() - start < 20
+    # What the task printed before the kill is delivered with the error.
+    assert info.value.stdout == "started\n"
+    assert info.value.stderr == "warming up\n"
 
 
 def test_out_of_memory_is_named(rootful_target: Target) -> None:

@@ -222,7 +222,7 @@ def test_pooled_containers_go_after_the_driver_is_killed(engine_target: Target) 
     client = engines._client(engine_target.backend, engine_target.address)
 
     def ours() -> list[str]:
-        return [c.id for c in client.containers.list(all=True, filters={"label": label})]
+        return engines.container_ids(client, label)
 
     args = [engine_target.image, engine_target.backend, engine_target.address, dispatch]
     proc = subprocess.Popen([sys.executable, "-c", DRIVER, *args], stdout=subprocess.PIPE, text=True)

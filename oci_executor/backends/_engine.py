@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import datetime
 import io
 import posixpath
 import tarfile
@@ -20,6 +21,7 @@ from typing import Any
 import requests
 
 from oci_executor.backend import (
+    MANAGED_LABEL,
     OPTIONAL_SETTINGS,
     Backend,
     BackendConfig,
@@ -373,6 +375,26 @@ class EngineBackend(Backend):
             chunks, _stat = self._obj(container).get_archive(src_dir)
             return read_tar(chunks, src_dir)
 
+    def sweep_unstarted(self, older_than: float) -> list[str]:
+        client = self.client()
+        filters = {"label": f"{MANAGED_LABEL}=true", "status": "created"}
+        with self._errors("list containers that never started"):
+            found = self._list(client, filters)
+        removed = []
+        now = time.time()
+        for obj in found:
+            created = _timestamp(obj.attrs.get("Created"))
+            if created is not None and now - created > older_than:
+                try:
+                    _force_remove(obj)
+                    removed.append(obj.id)
+                except OCIExecutorError:
+                    pass
+        return removed
+
+    def _list(self, client: Any, filters: dict[str, str]) -> list[Any]:
+        return list(client.containers.list(all=True, filters=filters))
+
     def oom_killed(self, container: Container) -> bool:
         try:
             result = self.exec(container, [container.python, "-c", OOM_PROBE])
@@ -433,6 +455,20 @@ def _force_remove(obj: Any, timeout: float = REMOVE_TIMEOUT) -> None:
                 return
         time.sleep(0.05)
     raise BackendError(f"container {obj.id[:12]} was still being removed after {timeout:g} s")
+
+
+def _timestamp(value: Any) -> float | None:
+    """A container's creation time as a Unix time (Docker: int; Podman: RFC 3339 text)."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        text = value.rstrip("Z")
+        text = text[:26] if "." in text else text  # Python parses at most microseconds
+        try:
+            return datetime.datetime.fromisoformat(text).replace(tzinfo=datetime.timezone.utc).timestamp()
+        except ValueError:
+            return None
+    return None
 
 
 def _connection_lost(exc: BaseException) -> str | None:

@@ -70,6 +70,10 @@ class DockerBackend(EngineBackend):
         raw.settimeout(None)
         return SocketChannel(raw, keep=sock)
 
+    def _list(self, client: Any, filters: dict[str, str]) -> list[Any]:
+        # sparse: no inspect per container (one being removed would fail it)
+        return list(client.containers.list(all=True, sparse=True, filters=filters))
+
     def _exec_result(self, raw: Any) -> ExecResult:
         stdout, stderr = raw.output if raw.output is not None else (None, None)
         return ExecResult(int(raw.exit_code or 0), stdout or b"", stderr or b"")
