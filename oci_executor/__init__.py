@@ -1,13 +1,18 @@
-"""oci-executor: a Covalent executor that runs each electron in an OCI container."""
+"""oci-executor: a Covalent executor that runs each electron in an OCI container.
 
-# Import Covalent first: it imports its executor plugins, this package's ``oci`` module among
-# them, and that must not happen while this package is half-initialised.
-import covalent  # noqa: F401, I001
+Importing this package does not import Covalent: a backend author needs only the contract
+(:class:`Backend` and friends) and :data:`hookimpl`. ``OCIExecutor``, the Covalent plugin,
+loads on first access.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from oci_executor.backend import Backend, BackendConfig, Container, ContainerSpec, ExecResult
 from oci_executor.errors import OCIExecutorError
 from oci_executor.hookspecs import hookimpl
-from oci_executor.oci import OCIExecutor
+
+if TYPE_CHECKING:
+    from oci_executor.covalent.oci import OCIExecutor
 
 __all__ = [
     "Backend",
@@ -19,4 +24,12 @@ __all__ = [
     "OCIExecutorError",
     "hookimpl",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "OCIExecutor":
+        from oci_executor.covalent.oci import OCIExecutor
+
+        return OCIExecutor
+    raise AttributeError(f"module 'oci_executor' has no attribute {name!r}")

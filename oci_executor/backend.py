@@ -141,11 +141,18 @@ class Backend(abc.ABC):
     """
 
     name: ClassVar[str]
+    priority: ClassVar[int] = 0
+    """Where ``backend="auto"`` tries this backend: higher first (Podman 30, Docker 20, local -10)."""
     supported_options: ClassVar[frozenset[str]] = frozenset()
     """The :meth:`ContainerSpec.options_set` names this backend can honour."""
 
     def __init__(self, config: BackendConfig | None = None) -> None:
         self.config = config or BackendConfig()
+
+    def unsupported(self, spec: ContainerSpec) -> list[str]:
+        """The options ``spec`` asks for that this backend cannot honour (asked per instance:
+        some limits, like rootless Podman's on cgroup v1, are known only at run time)."""
+        return sorted(set(spec.options_set()) - self.supported_options)
 
     @abc.abstractmethod
     def available(self) -> bool:

@@ -170,3 +170,30 @@ class SocketChannel(Channel):
                 self._keep.close()
             except Exception:  # noqa: BLE001 - closing is best effort
                 pass
+
+
+class StreamChannel(Channel):
+    """A plain duplex socket (no engine multiplexing), e.g. one end of a socket pair."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self.sock = sock
+
+    def _send(self, data: bytes | memoryview) -> None:
+        self.sock.sendall(data)
+
+    def recv_into(self, view: memoryview) -> int:
+        try:
+            return self.sock.recv_into(view)
+        except OSError:
+            return 0
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()

@@ -1,15 +1,51 @@
-"""The exception tree of oci-executor.
+"""The exception tree of oci-executor. Catch :class:`OCIExecutorError` to catch them all.
 
-Every error raised by the executor or a backend derives from :class:`OCIExecutorError`.
+::
+
+    OCIExecutorError                  the one to catch
+    ├── ConfigurationError            an option value we cannot use (also a ValueError)
+    │   └── UnknownBackendError       no backend registered under that name
+    ├── BackendError                  the engine refused or failed an operation
+    │   ├── EngineUnavailableError    the engine does not answer (not running, silent, gone)
+    │   │   └── EnginePermissionError the socket exists but this user may not use it
+    │   ├── ImageNotFoundError        not in the store, and pull_policy forbids a pull
+    │   ├── ImagePullError            a pull failed
+    │   ├── ImageHasNoPythonError     no interpreter at the configured path
+    │   ├── PythonVersionMismatchError   the image's Python X.Y is not the host's
+    │   ├── ContainerNotFoundError    the container is gone
+    │   └── ContainerError            any other engine failure, with the engine's message
+    ├── TaskSerializationError        the task's function or inputs cannot be pickled
+    ├── ResultSerializationError      the task's return value cannot be pickled
+    ├── RunnerError                   the runner or the task's process ended without a result
+    ├── TaskTimeoutError              the task ran over time_limit (carries what it printed)
+    └── OutOfMemoryError              the kernel killed the task at the memory limit
+
 Backends map their engine's exceptions to these at the boundary, so callers never see a
-``docker.errors`` or ``podman.errors`` type. Each message names the problem and the fix.
+``docker.errors`` or ``podman.errors`` type. Each message names the problem and the fix; the
+fields ``address``, ``image``, ``container_id`` and ``exit_code`` carry what applies.
 """
 
 from __future__ import annotations
 
 
 class OCIExecutorError(Exception):
-    """Base class of every oci-executor error."""
+    """Base class of every oci-executor error: the one to catch."""
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        address: str | None = None,
+        image: str | None = None,
+        container_id: str | None = None,
+        exit_code: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.address = address
+        """The engine's address, when an engine was involved."""
+        self.image = image
+        self.container_id = container_id
+        self.exit_code = exit_code
 
 
 class ConfigurationError(OCIExecutorError, ValueError):
@@ -33,7 +69,7 @@ class BackendError(OCIExecutorError):
 
 
 class EngineUnavailableError(BackendError):
-    """The engine's socket does not answer (engine not installed or not running)."""
+    """The engine's socket does not answer (engine not installed, not running, silent or gone)."""
 
 
 class EnginePermissionError(EngineUnavailableError):
@@ -56,15 +92,19 @@ class PythonVersionMismatchError(BackendError):
     """The image's Python minor version differs from the host's."""
 
     def __init__(self, image: str, image_version: str, host_version: str) -> None:
-        self.image = image
         self.image_version = image_version
         self.host_version = host_version
         super().__init__(
             f"image {image!r} has Python {image_version} but this host runs Python "
             f"{host_version}; tasks are pickled and need the same major.minor on both sides. "
             f"Use an image with Python {host_version} (for example python:{host_version}-slim), "
-            "or run Covalent under a matching Python."
+            "or run Covalent under a matching Python.",
+            image=image,
         )
+
+
+class ContainerNotFoundError(BackendError):
+    """The container does not exist (any more)."""
 
 
 class ContainerError(BackendError):
@@ -80,7 +120,7 @@ class ResultSerializationError(OCIExecutorError):
 
 
 class RunnerError(OCIExecutorError):
-    """The in-container runner ended without writing a result."""
+    """The in-container runner, or the task's process, ended without a result."""
 
 
 class TaskTimeoutError(OCIExecutorError):
@@ -89,8 +129,8 @@ class TaskTimeoutError(OCIExecutorError):
     ``stdout`` and ``stderr`` hold what the task printed before it was killed.
     """
 
-    def __init__(self, message: str, stdout: str = "", stderr: str = "") -> None:
-        super().__init__(message)
+    def __init__(self, message: str, stdout: str = "", stderr: str = "", **fields: object) -> None:
+        super().__init__(message, **fields)  # type: ignore[arg-type]
         self.stdout = stdout
         self.stderr = stderr
 

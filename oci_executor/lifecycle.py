@@ -70,7 +70,7 @@ def runner_command(spec: ContainerSpec) -> tuple[str, ...]:
 
 def start_runner(backend: Backend, spec: ContainerSpec) -> Runner:
     """Create a container for ``spec`` with a resident runner, ready for tasks."""
-    unsupported = sorted(set(spec.options_set()) - backend.supported_options)
+    unsupported = backend.unsupported(spec)
     if unsupported:
         raise ConfigurationError(
             f"the {backend.name} backend cannot honour the option(s) {', '.join(unsupported)}; "

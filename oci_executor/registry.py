@@ -17,8 +17,6 @@ BUILTIN_BACKEND_MODULES = (
     "oci_executor.backends.podman",
 )
 AUTO = "auto"
-AUTO_ORDER = ("podman", "docker", "local")
-"""Order in which ``backend="auto"`` tries the built-in backends."""
 
 
 class BackendRegistry:
@@ -43,6 +41,10 @@ class BackendRegistry:
         """Registered names, sorted."""
         return sorted(self._backends)
 
+    def auto_order(self) -> list[str]:
+        """The order ``backend="auto"`` tries: by each backend's ``priority``, highest first."""
+        return sorted(self._backends, key=lambda name: (-self._backends[name].priority, name))
+
     def get(self, name: str) -> type[Backend]:
         """The backend class registered as ``name``; :class:`UnknownBackendError` if none."""
         try:
@@ -59,6 +61,7 @@ def plugin_manager() -> pluggy.PluginManager:
         __import__(module_name)
         pm.register(sys.modules[module_name], name=module_name)
     pm.load_setuptools_entrypoints(hookspecs.ENTRY_POINT_GROUP)
+    pm.check_pending()  # a misspelt hook implementation fails loudly
     return pm
 
 
@@ -81,16 +84,14 @@ def select_backend(
     """Instantiate the backend called ``name``; for ``"auto"``, the first available one.
 
     A named backend is returned even if its engine is down: the first verb reports that
-    with a precise error. ``"auto"`` tries :data:`AUTO_ORDER`.
+    with a precise error. ``"auto"`` tries :meth:`BackendRegistry.auto_order`.
     """
     registry = registry or default_registry()
     config = config or BackendConfig()
     if name != AUTO:
         return registry.get(name)(config)
     tried = []
-    for candidate in AUTO_ORDER:
-        if candidate not in registry.names():
-            continue
+    for candidate in registry.auto_order():
         backend = registry.get(candidate)(config)
         if backend.available():
             return backend

@@ -1,15 +1,14 @@
 """A task on the host side: its payload going in, its outcome coming back.
 
-:func:`build_task` turns what Covalent hands an executor (its ``wrapper_fn`` partial and
-TransportableObject inputs) into plain cloudpickled bytes, so the image needs no Covalent and
-no cloudpickle. :func:`outcome_from_record` turns the runner's checked JSON record and the
-value's raw bytes into a :class:`TaskOutcome`. Pickled user objects are never unpickled here.
+A :class:`TaskPayload` holds the task as plain cloudpickled bytes (so the image needs no
+cloudpickle of its own); :func:`outcome_from_record` turns the runner's checked JSON record and
+the value's raw bytes into a :class:`TaskOutcome`. Pickled user objects are never unpickled
+here. (The Covalent adapter, :mod:`oci_executor.covalent.wrapper`, builds payloads from what
+Covalent hands an executor.)
 """
 
 from __future__ import annotations
 
-import base64
-import functools
 import platform
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +39,6 @@ class TaskPayload:
     kwargs: dict[str, bytes]
     before: list[Step] = field(default_factory=list)
     after: list[Step] = field(default_factory=list)
-    name: str = "task"
 
     def encode(self, workdir: str | None = None) -> tuple[list[bytes], dict[str, Any]]:
         """The payload's blobs (sent as they are, never concatenated) and the JSON layout
@@ -91,21 +89,6 @@ class TaskOutcome:
     phase: str = ""
     container_id: str = ""
 
-    def transportable(self) -> Any:
-        """The return value as Covalent's TransportableObject, built without unpickling it."""
-        from covalent._workflow.transport import TransportableObject
-
-        assert self.value is not None
-        obj = TransportableObject.__new__(TransportableObject)
-        obj._object = base64.b64encode(self.value).decode("utf-8")
-        obj._object_string = self.value_repr
-        obj._header = {
-            "py_version": self.python_version,
-            "cloudpickle_version": self.cloudpickle_version,
-            "attrs": {"doc": "", "name": ""},
-        }
-        return obj
-
     def load_value(self) -> Any:
         """Unpickle the return value, as Covalent's client does: only for a task you trust.
 
@@ -119,7 +102,19 @@ class TaskOutcome:
         return f"{self.error_type}: {self.error_message}"
 
 
-def _dumps(obj: Any, what: str) -> bytes:
+def payload_from_callable(
+    function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> TaskPayload:
+    """A plain callable and its inputs, pickled with cloudpickle, as a :class:`TaskPayload`."""
+    return TaskPayload(
+        function=pickled(function, "function"),
+        args=[pickled(a, "arguments") for a in args],
+        kwargs={k: pickled(v, "arguments") for k, v in kwargs.items()},
+    )
+
+
+def pickled(obj: Any, what: str) -> bytes:
+    """``cloudpickle.dumps(obj)``, or a :class:`TaskSerializationError` naming ``what``."""
     try:
         return cloudpickle.dumps(obj)
     except Exception as exc:
@@ -128,67 +123,6 @@ def _dumps(obj: Any, what: str) -> bytes:
             "Pass only picklable objects (no open files, locks, sockets or generators); "
             "create such resources inside the task instead."
         ) from exc
-
-
-def _raw(transportable: Any) -> bytes:
-    """The cloudpickle bytes inside a Covalent TransportableObject."""
-    return base64.b64decode(transportable._object.encode("utf-8"))
-
-
-def _is_transportable(obj: Any) -> bool:
-    return type(obj).__name__ == "TransportableObject" and hasattr(obj, "_object")
-
-
-def _steps(entries: Sequence[Any]) -> list[Step]:
-    from covalent._workflow.depsbash import apply_bash_commands
-    from covalent._workflow.depspip import apply_pip_deps
-
-    steps = []
-    for fn_obj, args_obj, kwargs_obj, retval_key in entries:
-        fn = fn_obj.get_deserialized()
-        if fn is apply_bash_commands:
-            (commands,) = args_obj.get_deserialized()
-            steps.append(Step("bash", {"commands": list(commands)}))
-        elif fn is apply_pip_deps:
-            packages, requirements = (list(args_obj.get_deserialized()) + [[], ""])[:2]
-            steps.append(Step("pip", {"packages": list(packages), "requirements": requirements}))
-        else:
-            steps.append(
-                Step(
-                    "call",
-                    {
-                        "function": _raw(fn_obj),
-                        "args": _raw(args_obj),
-                        "kwargs": _raw(kwargs_obj),
-                        "retval_key": retval_key or "",
-                    },
-                )
-            )
-    return steps
-
-
-def build_task(function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> TaskPayload:
-    """Unwrap Covalent's task wrapper (or take a plain callable) into a :class:`TaskPayload`."""
-    from covalent.executor.utils.wrappers import wrapper_fn
-
-    if isinstance(function, functools.partial) and function.func is wrapper_fn:
-        fn_obj, call_before, call_after = function.args[:3]
-        return TaskPayload(
-            function=_raw(fn_obj),
-            args=[_raw(a) if _is_transportable(a) else _dumps(a, "arguments") for a in args],
-            kwargs={
-                k: _raw(v) if _is_transportable(v) else _dumps(v, "arguments") for k, v in kwargs.items()
-            },
-            before=_steps(call_before),
-            after=_steps(call_after),
-            name=str(fn_obj.attrs.get("name") or "task"),
-        )
-    return TaskPayload(
-        function=_dumps(function, "function"),
-        args=[_dumps(a, "arguments") for a in args],
-        kwargs={k: _dumps(v, "arguments") for k, v in kwargs.items()},
-        name=getattr(function, "__name__", "task"),
-    )
 
 
 def _text(data: bytes | None) -> str:

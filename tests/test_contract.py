@@ -8,6 +8,7 @@ import socket
 
 import pytest
 
+from oci_executor.covalent.wrapper import transportable
 from oci_executor.errors import ResultSerializationError
 from tests import tasks
 from tests.conftest import Target
@@ -32,7 +33,7 @@ def test_value_round_trip(target: Target) -> None:
     outcome = target.executor().run_sync(*covalent_task(tasks.add, 2, 3), META)
     assert outcome.ok
     assert outcome.load_value() == 5
-    assert outcome.transportable().get_deserialized() == 5
+    assert transportable(outcome).get_deserialized() == 5
 
 
 def test_runs_inside_a_container(target: Target) -> None:

@@ -12,6 +12,7 @@ import textwrap
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,7 @@ from oci_executor.errors import (
     ImageHasNoPythonError,
     ImageNotFoundError,
     ImagePullError,
+    OCIExecutorError,
     PythonVersionMismatchError,
 )
 from tests import engines, tasks
@@ -143,3 +145,82 @@ def test_no_orphan_after_sigkill(engine_target: Target) -> None:
     finally:
         proc.kill()
         client.close()
+
+
+def _stat_tmp() -> dict[str, Any]:
+    import os
+    import stat
+
+    st = os.stat("/tmp")
+    with open("/tmp/oci-copy/a/b/file.txt", encoding="utf-8") as handle:
+        return {"mode": stat.S_IMODE(st.st_mode), "content": handle.read()}
+
+
+def test_copy_in_keeps_tmp_sticky_and_creates_missing_folders(engine_target: Target) -> None:
+    """The archive verbs on a live container: missing folders appear, /tmp keeps mode 1777."""
+    from oci_executor.pool import shared_backend
+
+    executor = engine_target.executor()
+    seen: list[Any] = []
+
+    def copy_first(container: Any) -> None:
+        backend = shared_backend(engine_target.backend, executor.backend_config())
+        backend.copy_in(container, "/tmp/oci-copy/a/b", {"file.txt": b"hello"})
+        seen.append(backend.copy_out(container, "/tmp/oci-copy/a"))
+
+    facts = executor.run_sync(_stat_tmp, [], {}, META, on_container=copy_first).load_value()
+    assert facts == {"mode": 0o1777, "content": "hello"}
+    assert seen[0] == {"b/file.txt": b"hello"}
+
+
+def test_a_start_that_fails_with_any_error_removes_the_container(
+    engine_target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine dropping between create and start (any exception) leaves no container."""
+    from oci_executor.backend import BackendConfig, ContainerSpec
+    from oci_executor.backends._engine import EngineBackend
+    from oci_executor.registry import select_backend
+
+    def drop(self: Any, obj: Any, spec: Any) -> None:
+        raise ConnectionResetError("the engine went away")
+
+    backend = select_backend(engine_target.backend, BackendConfig(address=engine_target.address))
+    assert isinstance(backend, EngineBackend)
+    monkeypatch.setattr(type(backend), "_before_start", drop)
+    spec = ContainerSpec(
+        image=engine_target.image, labels={"io.oci-executor.managed": "true"}, command=("true",)
+    )
+    try:
+        with pytest.raises(OCIExecutorError) as info:
+            backend.create(spec)
+    finally:
+        backend.close()
+    assert info.value.address == engine_target.address  # our errors carry where it happened
+    # the fixture checks that no container is left
+
+
+def test_errors_carry_their_fields(engine_target: Target) -> None:
+    executor = engine_target.executor(pull_policy="never")
+    executor.image = "oci-executor-test/does-not-exist:1"
+    with pytest.raises(ImageNotFoundError) as info:
+        executor.run_sync(tasks.add, [1, 2], {}, META)
+    assert info.value.address == engine_target.address
+    assert info.value.image == "oci-executor-test/does-not-exist:1"
+
+
+def test_stop_and_remove_of_a_gone_container_are_fine_and_cancel_says_so(engine_target: Target) -> None:
+    import asyncio
+
+    from oci_executor.backend import BackendConfig, Container
+    from oci_executor.registry import select_backend
+
+    backend = select_backend(engine_target.backend, BackendConfig(address=engine_target.address))
+    gone = Container("0" * 64, engine_target.backend, "", "", "", "", engine_target.address)
+    try:
+        backend.stop(gone)
+        backend.remove(gone)
+    finally:
+        backend.close()
+    executor = engine_target.executor()
+    handle = {"container": {**gone.__dict__, "address": "unix:///nonexistent/engine.sock"}}
+    assert asyncio.run(executor.cancel({}, handle)) is False  # could not reach the engine to kill it

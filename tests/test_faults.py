@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from oci_executor.covalent.wrapper import transportable
 from oci_executor.errors import ConfigurationError, EngineUnavailableError, RunnerError
 from tests import engines, tasks
 from tests.conftest import Target
@@ -42,7 +43,7 @@ def test_forged_result_runs_no_code_on_the_host(target: Target, how: str) -> Non
         else:
             assert outcome.ok
             assert isinstance(outcome.value, (bytes, bytearray))
-            assert outcome.transportable().get_serialized()
+            assert transportable(outcome).get_serialized()
     else:
         with pytest.raises(RunnerError, match="result could not be read"):
             target.executor().run_sync(tasks.forge_result, [marker, how], {}, META)

@@ -12,10 +12,12 @@ import pytest
 
 from oci_executor import OCIExecutor
 from oci_executor.backend import Backend, BackendConfig
-from oci_executor.backends._engine import make_tar, read_tar
+from oci_executor.backends._archive import make_tar, read_tar
 from oci_executor.backends.local import LocalBackend
+from oci_executor.covalent.wrapper import build_task
 from oci_executor.errors import (
     ConfigurationError,
+    ContainerError,
     EngineUnavailableError,
     RunnerError,
     TaskSerializationError,
@@ -23,7 +25,7 @@ from oci_executor.errors import (
 )
 from oci_executor.protocol import ProtocolError, decode_record
 from oci_executor.registry import BackendRegistry, build_registry, select_backend
-from oci_executor.task import build_task, outcome_from_record
+from oci_executor.task import outcome_from_record
 from tests import tasks
 
 
@@ -120,7 +122,6 @@ def test_build_task_unwraps_covalent_steps() -> None:
     assert payload.before[0].data["commands"] == ["echo a", "echo b"]
     assert payload.before[1].data["packages"] == ["six"]
     assert payload.before[2].data["retval_key"] == "injected"
-    assert payload.name == "add"
     blobs, layout = payload.encode("/work")
     assert all(isinstance(b, bytes) for b in blobs)
     assert json.loads(json.dumps(layout)) == layout  # the layout travels as JSON
@@ -182,8 +183,46 @@ def test_tar_round_trip_and_escape_refused() -> None:
                 member.name = "task-1/" + member.name[len("tmp/oci-executor/task-1/") :]
                 dst.addfile(member, content)
     assert read_tar([out.getvalue()], "/tmp/oci-executor/task-1") == files
-    with pytest.raises(Exception, match="outside"):
+    with pytest.raises(ContainerError, match="outside"):
         make_tar("/tmp/x", {"../../etc/passwd": b""})
+
+
+@pytest.mark.parametrize("escape", ["../xy/f", "../x/../../f", "/etc/passwd", "."])
+def test_tar_refuses_paths_that_leave_the_folder_by_components(escape: str) -> None:
+    # "../xy/f" under tmp/x is tmp/xy/f: a string-prefix check would let it through.
+    with pytest.raises(ContainerError, match="outside"):
+        make_tar("/tmp/x", {escape: b""})
+
+
+def test_tar_leaves_the_folders_above_the_destination_alone() -> None:
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(make_tar("/tmp/a/b", {"f": b"1"}))) as tar:
+        names = {m.name: m.mode for m in tar}
+    assert "tmp" not in names and "tmp/a" not in names  # /tmp keeps its mode (sticky bit)
+    assert names == {"tmp/a/b": 0o755, "tmp/a/b/f": 0o644}
+
+
+def test_a_misspelt_hook_implementation_fails_loudly() -> None:
+    import pluggy
+
+    from oci_executor import hookimpl, hookspecs
+
+    class Plugin:
+        @hookimpl
+        def oci_executor_register_backend(self, registry):  # type: ignore[no-untyped-def]  # missing "s"
+            pass
+
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    pm.register(Plugin())
+    with pytest.raises(pluggy.PluginValidationError, match="oci_executor_register_backend"):
+        pm.check_pending()
+
+
+def test_auto_order_comes_from_the_backends_priorities() -> None:
+    assert build_registry().auto_order()[:3] == ["podman", "docker", "local"]
 
 
 def test_local_backend_refuses_paths_outside_its_folder() -> None:
@@ -192,7 +231,7 @@ def test_local_backend_refuses_paths_outside_its_folder() -> None:
 
     container = backend.create(ContainerSpec(image="ignored"))
     try:
-        with pytest.raises(Exception, match="outside"):
+        with pytest.raises(ContainerError, match="outside"):
             backend.copy_in(container, "/etc", {"x": b"y"})
     finally:
         backend.remove(container)

@@ -9,16 +9,10 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import datetime
-import io
-import posixpath
-import tarfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
-
-import requests
 
 from oci_executor.backend import (
     MANAGED_LABEL,
@@ -29,13 +23,15 @@ from oci_executor.backend import (
     ContainerSpec,
     ExecResult,
 )
+from oci_executor.backends._archive import make_tar, read_tar
+from oci_executor.backends._errors import SdkErrors
+from oci_executor.backends._sdk import describe, timestamp
 from oci_executor.channel import Channel
 from oci_executor.errors import (
     BackendError,
     ConfigurationError,
     ContainerError,
-    EnginePermissionError,
-    EngineUnavailableError,
+    ContainerNotFoundError,
     ImageHasNoPythonError,
     ImageNotFoundError,
     ImagePullError,
@@ -64,60 +60,10 @@ print(n)
 """
 
 
-def make_tar(dest_dir: str, files: Mapping[str, bytes]) -> bytes:
-    """A tar archive placing ``files`` under ``dest_dir`` (entries relative to ``/``)."""
-    buffer = io.BytesIO()
-    base = dest_dir.strip("/")
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        dirs: set[str] = set()
-        for relative, content in files.items():
-            name = posixpath.normpath(posixpath.join(base, relative))
-            if name.startswith("..") or not name.startswith(base):
-                raise ContainerError(f"file {relative!r} would land outside {dest_dir!r}")
-            parent = posixpath.dirname(name)
-            missing = []
-            while parent and parent not in dirs:
-                missing.append(parent)
-                dirs.add(parent)
-                parent = posixpath.dirname(parent)
-            for directory in reversed(missing):
-                info = tarfile.TarInfo(directory)
-                info.type = tarfile.DIRTYPE
-                # World-writable: the task may run as any user (the ``user`` option, keep-id).
-                info.mode = 0o1777 if directory == SCRATCH_DIR.strip("/") else 0o777
-                tar.addfile(info)
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(content))
-    return buffer.getvalue()
-
-
-def read_tar(chunks: Any, src_dir: str) -> dict[str, bytes]:
-    """Regular files of a ``get_archive`` stream, keyed by path relative to ``src_dir``."""
-    data = b"".join(chunks)
-    top = posixpath.basename(src_dir.rstrip("/"))
-    files: dict[str, bytes] = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            name = member.name
-            relative = name[len(top) + 1 :] if name.startswith(top + "/") else name
-            extracted = tar.extractfile(member)
-            if extracted is not None:
-                files[relative] = extracted.read()
-    return files
-
-
-class EngineBackend(Backend):
+class EngineBackend(SdkErrors, Backend):
     """A backend driving a Docker-API-like engine through its Python SDK."""
 
     supported_options = frozenset(OPTIONAL_SETTINGS)
-    engine: str = "engine"
-    """Human name of the engine, for messages."""
-    start_hint: str = ""
-    """How to start the engine, for messages."""
 
     def __init__(self, config: BackendConfig | None = None) -> None:
         super().__init__(config)
@@ -128,16 +74,8 @@ class EngineBackend(Backend):
     # -- what subclasses provide -------------------------------------------------------
 
     @abc.abstractmethod
-    def address(self) -> str:
-        """The socket URL this backend connects to."""
-
-    @abc.abstractmethod
     def _connect(self) -> Any:
         """A new SDK client for :meth:`address`."""
-
-    def _map_error(self, exc: Exception, action: str) -> OCIExecutorError | None:
-        """Our error for an SDK exception, or ``None`` (the default) to use the generic mapping."""
-        return None
 
     @abc.abstractmethod
     def _exec_result(self, raw: Any) -> ExecResult:
@@ -176,18 +114,6 @@ class EngineBackend(Backend):
     def describe(self) -> str:
         return f"{self.name} at {self.address()}"
 
-    def unavailable(self, detail: str) -> EngineUnavailableError:
-        """The error for an engine whose socket does not answer."""
-        if "permission denied" in detail.lower() or "errno 13" in detail.lower():
-            return EnginePermissionError(
-                f"permission denied on the {self.engine} socket {self.address()}: {detail}. "
-                f"Add your user to the group that owns the socket, or point the executor's "
-                f"'address' option at a socket you may use (for Podman, your rootless socket)."
-            )
-        return EngineUnavailableError(
-            f"the {self.engine} engine does not answer at {self.address()}: {detail}. {self.start_hint}"
-        )
-
     def client(self) -> Any:
         """The SDK client, connected on first use.
 
@@ -203,7 +129,7 @@ class EngineBackend(Backend):
                     client.ping()
                     client.api.timeout = API_TIMEOUT
                 except Exception as exc:  # noqa: BLE001 - every connect failure is "unavailable"
-                    raise self.unavailable(_describe(exc)) from exc
+                    raise self.unavailable(describe(exc)) from exc
                 self._client = client
             return self._client
 
@@ -215,7 +141,7 @@ class EngineBackend(Backend):
         except OCIExecutorError:
             raise
         except Exception as exc:  # noqa: BLE001 - the engine did not answer
-            raise self.unavailable(_describe(exc)) from exc
+            raise self.unavailable(describe(exc)) from exc
 
     def _ping(self, client: Any, timeout: float) -> None:
         """One ping with its own timeout (the client may be in use by other threads)."""
@@ -228,26 +154,6 @@ class EngineBackend(Backend):
         except OCIExecutorError:
             return False
         return True
-
-    @contextlib.contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        """Map SDK exceptions raised in the block to ours."""
-        try:
-            yield
-        except OCIExecutorError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - this is the boundary
-            mapped = self._map_error(exc, action)
-            if mapped is None:
-                text = _describe(exc)
-                lost = _connection_lost(exc)
-                if lost is not None:
-                    mapped = self.unavailable(lost)
-                elif "server api version" in text.lower():
-                    mapped = self.unavailable(text)
-                else:
-                    mapped = ContainerError(f"{self.engine} failed to {action}: {text}")
-            raise mapped from exc
 
     # -- images ------------------------------------------------------------------------
 
@@ -264,7 +170,9 @@ class EngineBackend(Backend):
                     f"image {image!r} is not in the {self.engine} image store at {self.address()} "
                     f"and pull_policy='never'. Build or load it there first "
                     f"(`{self.name} build`, `{self.name} load`, `{self.name} pull {image}`), "
-                    "or use pull_policy='missing'."
+                    "or use pull_policy='missing'.",
+                    address=self.address(),
+                    image=image,
                 )
         try:
             with self._errors(f"pull {image}"):
@@ -276,17 +184,17 @@ class EngineBackend(Backend):
             raise ImagePullError(
                 f"could not pull image {image!r} with {self.describe()} (pull_policy={policy!r}): {exc}. "
                 "Check the image name and your registry access, or build/load the image locally "
-                "and use pull_policy='missing' or 'never'."
+                "and use pull_policy='missing' or 'never'.",
+                address=self.address(),
+                image=image,
             ) from exc
 
     def _find_image(self, client: Any, image: str) -> Any | None:
         try:
-            with self._errors(f"look up image {image}"):
+            with self._errors(f"look up image {image}", image=image):
                 return client.images.get(image)
-        except ContainerError as exc:
-            if _is_not_found(exc.__cause__):
-                return None
-            raise
+        except ImageNotFoundError:
+            return None
 
     # -- verbs -------------------------------------------------------------------------
 
@@ -295,7 +203,7 @@ class EngineBackend(Backend):
         image = self.ensure_image(spec.image)
         if not spec.command:
             raise ConfigurationError("a container needs a main process (ContainerSpec.command)")
-        with self._errors(f"create a container from {spec.image}"):
+        with self._errors(f"create a container from {spec.image}", image=spec.image):
             obj = client.containers.create(
                 image.id,
                 command=list(spec.command),
@@ -306,18 +214,25 @@ class EngineBackend(Backend):
                 **self._create_kwargs(spec),
             )
         try:
-            with self._errors(f"prepare a container from {spec.image}"):
+            with self._errors(f"prepare a container from {spec.image}", container_id=obj.id):
                 self._before_start(obj, spec)
-            with self._errors(f"start a container from {spec.image}"):
+            with self._errors(f"start a container from {spec.image}", container_id=obj.id):
                 obj.start()
-        except ContainerError as exc:
-            _force_remove(obj)
+        except BaseException as exc:
+            # Whatever went wrong (the engine dropping between create and start included),
+            # the created container must not stay behind.
+            with contextlib.suppress(OCIExecutorError):
+                self._force_remove(obj)
             text = str(exc).lower()
-            if "executable file not found" in text or "no such file or directory" in text:
+            if isinstance(exc, ContainerError) and (
+                "executable file not found" in text or "no such file or directory" in text
+            ):
                 raise ImageHasNoPythonError(
                     f"image {spec.image!r} has no Python at {spec.python!r}: {exc}. "
                     "Use an image with the host's Python major.minor, or set the executor's "
-                    "'python' option to the interpreter's path in the image."
+                    "'python' option to the interpreter's path in the image.",
+                    address=self.address(),
+                    image=spec.image,
                 ) from exc
             raise
         with self._lock:
@@ -383,10 +298,10 @@ class EngineBackend(Backend):
         removed = []
         now = time.time()
         for obj in found:
-            created = _timestamp(obj.attrs.get("Created"))
+            created = timestamp(obj.attrs.get("Created"))
             if created is not None and now - created > older_than:
                 try:
-                    _force_remove(obj)
+                    self._force_remove(obj)
                     removed.append(obj.id)
                 except OCIExecutorError:
                     pass
@@ -410,18 +325,50 @@ class EngineBackend(Backend):
             return False
 
     def stop(self, container: Container) -> None:
-        with contextlib.suppress(Exception):  # already stopped or gone is fine
-            self._obj(container).kill()
+        """Kill the container; one that is not running (or gone) is fine, anything else is reported."""
+        try:
+            with self._errors(f"kill container {container.id[:12]}", container_id=container.id):
+                self._obj(container).kill()
+        except ContainerNotFoundError:
+            return
+        except ContainerError as exc:
+            if getattr(exc, "kind", "") != "conflict":  # 409: not running
+                raise
 
     def remove(self, container: Container) -> None:
         with self._lock:
             obj = self._containers.pop(container.id, None)
         if obj is None:
             try:
-                obj = self.client().containers.get(container.id)
-            except Exception:  # noqa: BLE001 - already gone
+                with self._errors(f"find container {container.id[:12]}", container_id=container.id):
+                    obj = self.client().containers.get(container.id)
+            except ContainerNotFoundError:
                 return
-        _force_remove(obj)
+        self._force_remove(obj)
+
+    def _force_remove(self, obj: Any, timeout: float = REMOVE_TIMEOUT) -> None:
+        """Kill and remove a container, and return once it is gone; "not found" is fine.
+
+        A container killed moments before (time limit, cancel) may already be being removed
+        by the engine (auto-remove, a 409 conflict), or be in a state the engine refuses to
+        remove for a moment (rootless Podman): then wait until it is gone.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with self._errors(f"remove container {obj.id[:12]}", container_id=obj.id):
+                    obj.remove(force=True)
+                return
+            except ContainerNotFoundError:
+                return
+            except ContainerError as exc:
+                if time.monotonic() > deadline:
+                    raise BackendError(
+                        f"could not remove container {obj.id[:12]} within {timeout:g} s: {exc}",
+                        address=self.address(),
+                        container_id=obj.id,
+                    ) from exc
+            time.sleep(0.1)
 
     def close(self) -> None:
         with self._lock:
@@ -430,69 +377,3 @@ class EngineBackend(Backend):
         if client is not None:
             with contextlib.suppress(Exception):
                 client.close()
-
-
-def _force_remove(obj: Any, timeout: float = REMOVE_TIMEOUT) -> None:
-    """Kill and remove a container, and return once it is gone.
-
-    A container killed moments before (time limit, cancel) may already be being removed by
-    the engine (auto-remove): then wait for that removal to finish.
-    """
-    try:
-        obj.remove(force=True)
-        return
-    except Exception as exc:  # noqa: BLE001
-        if _is_not_found(exc):
-            return
-        if "already in progress" not in str(exc).lower():
-            raise BackendError(f"could not remove container {obj.id[:12]}: {_describe(exc)}") from exc
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            obj.reload()
-        except Exception as exc:  # noqa: BLE001
-            if _is_not_found(exc):
-                return
-        time.sleep(0.05)
-    raise BackendError(f"container {obj.id[:12]} was still being removed after {timeout:g} s")
-
-
-def _timestamp(value: Any) -> float | None:
-    """A container's creation time as a Unix time (Docker: int; Podman: RFC 3339 text)."""
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        text = value.rstrip("Z")
-        text = text[:26] if "." in text else text  # Python parses at most microseconds
-        try:
-            return datetime.datetime.fromisoformat(text).replace(tzinfo=datetime.timezone.utc).timestamp()
-        except ValueError:
-            return None
-    return None
-
-
-def _connection_lost(exc: BaseException) -> str | None:
-    """What went wrong, if ``exc`` (or what caused it) is a lost or silent connection.
-
-    podman-py wraps socket errors in ``APIError("... operation failed")``; the cause says more.
-    """
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, requests.exceptions.Timeout):
-            return f"no answer within the timeout ({_describe(seen)})"
-        if isinstance(seen, (requests.exceptions.ConnectionError, ConnectionError)):
-            return _describe(seen)
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _is_not_found(exc: BaseException | None) -> bool:
-    if exc is None:
-        return False
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    return status == 404 or type(exc).__name__ in ("NotFound", "ImageNotFound", "NotFoundError")
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return " ".join(text.split())[:500]

@@ -26,6 +26,13 @@ class DockerBackend(EngineBackend):
     """Tasks in Docker containers."""
 
     name = "docker"
+    priority = 20
+    error_types = (
+        (docker.errors.ImageNotFound, "missing"),
+        (docker.errors.NotFound, "missing"),
+        (docker.errors.APIError, "engine"),
+        (docker.errors.DockerException, "engine"),
+    )
     engine = "Docker"
     start_hint = (
         "Start the Docker daemon (`sudo systemctl start docker`, or `sudo dockerd &`), "

@@ -38,6 +38,7 @@ class LocalBackend(Backend):
     """Runs tasks in subprocesses of the host, each container a temp folder."""
 
     name = "local"
+    priority = -10
     supported_options = frozenset({"workdir"})
 
     def available(self) -> bool:

@@ -22,6 +22,9 @@ import time
 import urllib.parse
 from typing import Any
 
+import podman
+import podman.errors
+
 from oci_executor.backend import Container, ContainerSpec, ExecResult
 from oci_executor.backends._engine import CONNECT_TIMEOUT, EngineBackend
 from oci_executor.channel import Channel, SocketChannel
@@ -69,6 +72,13 @@ class PodmanBackend(EngineBackend):
     """Tasks in Podman containers, rootful or rootless."""
 
     name = "podman"
+    priority = 30
+    error_types = (
+        (podman.errors.ImageNotFound, "missing"),
+        (podman.errors.NotFound, "missing"),
+        (podman.errors.APIError, "engine"),
+        (podman.errors.PodmanError, "engine"),
+    )
     engine = "Podman"
     start_hint = (
         "Start the Podman service (`podman system service --time=0 &` as your user for rootless, "
@@ -91,8 +101,6 @@ class PodmanBackend(EngineBackend):
     # -- connection, with a transient service as the fallback --------------------------
 
     def _connect(self) -> Any:
-        import podman
-
         client = podman.PodmanClient(base_url=self.address(), timeout=CONNECT_TIMEOUT)
         if self.config.address or os.environ.get("CONTAINER_HOST") or not shutil.which("podman"):
             return client

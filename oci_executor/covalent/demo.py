@@ -1,6 +1,6 @@
 """The main job: the seed's workflow (add, then multiply) on the best backend available.
 
-Run with ``python -m oci_executor.demo`` (or ``oci-executor-demo``). It starts a Covalent
+Run with ``python -m oci_executor.covalent.demo`` (or ``oci-executor-demo``). It starts a Covalent
 server if none is running, and stops it afterwards if it started it.
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Iterator
 
 from oci_executor.backend import BackendConfig
 from oci_executor.errors import OCIExecutorError
-from oci_executor.oci import _EXECUTOR_PLUGIN_DEFAULTS
-from oci_executor.registry import AUTO_ORDER, default_registry
+from oci_executor.registry import default_registry
+from oci_executor.settings import defaults
 from oci_executor.task import host_python_version
 
 
@@ -70,7 +70,7 @@ TEST_IMAGE = f"oci-executor-test/python:{host_python_version()}"
 def pick_backend(images: list[str]) -> tuple[str, str]:
     """The first of podman, docker that answers and has (or can pull) one of ``images``; else local."""
     registry = default_registry()
-    for name in AUTO_ORDER:
+    for name in registry.auto_order():
         if name == "local":
             break
         backend = registry.get(name)(BackendConfig())
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "--image",
         default=os.environ.get("OCI_EXECUTOR_IMAGE"),
         help=f"image with the host's Python (default: $OCI_EXECUTOR_IMAGE, else "
-        f"{_EXECUTOR_PLUGIN_DEFAULTS['image']}, else {TEST_IMAGE})",
+        f"{defaults()['image']}, else {TEST_IMAGE})",
     )
     parser.add_argument("--backend", default=None, help="force a backend instead of probing")
     options = parser.parse_args(argv)
@@ -105,13 +105,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from oci_executor import OCIExecutor
 
-    images = [options.image] if options.image else [_EXECUTOR_PLUGIN_DEFAULTS["image"], TEST_IMAGE]
+    images = [options.image] if options.image else [defaults()["image"], TEST_IMAGE]
     if options.backend:
         backend, image = options.backend, images[0]
     else:
         print("Choosing a backend ...", file=sys.stderr)
         backend, image = pick_backend(images)
-    print(f"Backend: {backend}, image: {image}", file=sys.stderr)
+    shown = "none (the local backend runs tasks with the host's Python)" if backend == "local" else image
+    print(f"Backend: {backend}, image: {shown}", file=sys.stderr)
     executor = OCIExecutor(image=image, backend=backend)
 
     @ct.electron(executor=executor)  # type: ignore[arg-type]  # Covalent's hint omits async executors

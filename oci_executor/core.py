@@ -1,0 +1,76 @@
+"""The engine core's entry point: run one task on a warm or new container.
+
+:func:`run_task` ties the three jobs together: the pool hands out a runner
+(:mod:`oci_executor.pool`), whose container :mod:`oci_executor.lifecycle` created, and
+:mod:`oci_executor.execute` runs the task on it. No Covalent here: the Covalent adapter
+(:mod:`oci_executor.covalent`) and any other caller build on this.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from oci_executor import settings
+from oci_executor.backend import MANAGED_LABEL, Backend, Container
+from oci_executor.execute import TaskNotStarted, execute
+from oci_executor.lifecycle import start_runner
+from oci_executor.options import check_time_limit
+from oci_executor.pool import POOL, pool_key, shared_backend
+from oci_executor.task import TaskOutcome, TaskPayload
+
+log = logging.getLogger(__name__)
+
+LABEL_PREFIX = "io.oci-executor"
+DISPATCH_LABEL = f"{LABEL_PREFIX}.dispatch-id"
+NODE_LABEL = f"{LABEL_PREFIX}.node-id"
+
+
+def our_labels(dispatch_id: str, node_id: str) -> dict[str, str]:
+    """The labels every container of ours carries (the dispatch and node it was made for)."""
+    return {MANAGED_LABEL: "true", DISPATCH_LABEL: dispatch_id, NODE_LABEL: node_id}
+
+
+def run_task(
+    values: Mapping[str, Any],
+    payload: TaskPayload,
+    *,
+    dispatch_id: str = "",
+    node_id: str = "",
+    time_limit: Any = None,
+    on_container: Callable[[Container], None] | None = None,
+    backend: Backend | None = None,
+) -> TaskOutcome:
+    """Run ``payload`` with the checked option ``values`` (see :mod:`oci_executor.settings`).
+
+    ``on_container`` is called with the container once the task has one. A pooled container
+    that vanished before the task started is replaced; the task is never lost to it.
+    ``backend`` overrides the process's shared backend for ``values["backend"]`` (tests).
+    """
+    spec = settings.container_spec(values, our_labels(dispatch_id, node_id))
+    backend = backend or shared_backend(values["backend"], settings.backend_config(values))
+    key = pool_key(backend, spec, values["reuse"], dispatch_id)
+    limit = values["max_containers"] or os.cpu_count() or 1
+    seconds = check_time_limit(time_limit)
+    while True:
+        runner, reused = POOL.acquire(key, limit, functools.partial(start_runner, backend, spec))
+        try:
+            if on_container is not None:
+                on_container(runner.container)
+            outcome = execute(runner, payload, workdir=spec.workdir, time_limit=seconds, memory=spec.memory)
+        except TaskNotStarted:
+            POOL.release(key, runner, reusable=False)
+            if reused:
+                log.info(
+                    "warm container %s was gone; starting the task on a new one", runner.container.id[:12]
+                )
+                continue
+            raise
+        except BaseException:
+            POOL.release(key, runner, reusable=False)
+            raise
+        POOL.release(key, runner, reusable=values["reuse"] != "never", keep_warm=float(values["keep_warm"]))
+        return outcome

@@ -1,0 +1,342 @@
+"""Every executor option, defined once: name, type, default, parser, and what it does.
+
+From :data:`OPTIONS` come the covalent.conf defaults (:func:`defaults`), validation with
+errors naming the option (:func:`parse`), the :class:`ContainerSpec` (:func:`container_spec`)
+and the options table of ``docs/options.md`` (:func:`markdown_table`; a test checks the page).
+Run ``python -m oci_executor.settings`` to print the table.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from oci_executor import options as o
+from oci_executor.backend import BackendConfig, ContainerSpec, PullPolicy
+from oci_executor.errors import ConfigurationError
+from oci_executor.task import host_python_version
+
+PULL_POLICIES: tuple[str, ...] = typing.get_args(PullPolicy)
+REUSE_SCOPES: tuple[str, ...] = ("dispatch", "never", "process")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: its parser returns the stored (JSON-able) value or raises naming it."""
+
+    name: str
+    type: str
+    default: Any
+    parse: Callable[[Any], Any]
+    docker: str
+    podman: str = "same"
+    local: str = "unused"
+
+
+def _text(name: str, *, empty_ok: bool = True) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        value = "" if value is None else value
+        if not isinstance(value, str) or not (value or empty_ok):
+            raise ConfigurationError(f"{name}={value!r} must be a{'' if empty_ok else ' non-empty'} string")
+        return value
+
+    return parse
+
+
+def _choice(name: str, choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise ConfigurationError(f"{name}={value!r} is not one of {', '.join(choices)}")
+        return str(value)
+
+    return parse
+
+
+def _flag(name: str) -> Callable[[Any], bool]:
+    def parse(value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ConfigurationError(f"{name}={value!r} must be true or false")
+        return value
+
+    return parse
+
+
+def _checked(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Check with ``parse`` but store the value as given (JSON-able, as the user wrote it)."""
+
+    def check(value: Any) -> Any:
+        parse(value)
+        return value
+
+    return check
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "image",
+        "str",
+        f"python:{host_python_version()}-slim",
+        o.check_image,
+        "image to create from",
+        local="ignored (runs the host's Python)",
+    ),
+    Option(
+        "backend",
+        "str",
+        "auto",
+        _text("backend", empty_ok=False),
+        '`"docker"`',
+        '`"podman"`',
+        '`"local"`; `"auto"` tries the registered backends by priority: podman, docker, local',
+    ),
+    Option(
+        "address",
+        "str",
+        "",
+        _text("address"),
+        "Engine URL; empty: `DOCKER_HOST`, else `unix:///var/run/docker.sock`",
+        "service URL; empty: `CONTAINER_HOST`, else `$XDG_RUNTIME_DIR/podman/podman.sock`, else `unix:///run/podman/podman.sock`, else a transient service",
+    ),
+    Option(
+        "pull_policy",
+        "str",
+        "missing",
+        _choice("pull_policy", PULL_POLICIES),
+        "`missing`: pull if absent; `always`: pull for each new container; `never`: local only",
+    ),
+    Option(
+        "python",
+        "str",
+        "python3",
+        _text("python", empty_ok=False),
+        "interpreter in the image: the container's main process, the resident runner",
+        local="unused (the host's `sys.executable`)",
+    ),
+    Option(
+        "idle_timeout",
+        "float",
+        60.0,
+        lambda v: o.check_seconds(v, "idle_timeout"),
+        "the runner ends if no host attaches within this many seconds (after that, it ends the moment its host's attach stream closes)",
+        local="same, for the runner subprocess",
+    ),
+    Option(
+        "max_lifetime",
+        "float",
+        86400.0,
+        lambda v: o.check_seconds(v, "max_lifetime"),
+        "the runner (and so the container) ends after this long in any case; the pool hands no task to a runner within 30 s of it",
+        local="same",
+    ),
+    Option(
+        "env",
+        "dict[str, str]",
+        {},
+        lambda v: o.check_string_map(v, "env"),
+        "`environment`",
+        "`environment`",
+        "added to the runner's environment",
+    ),
+    Option(
+        "volumes",
+        "list",
+        [],
+        _checked(o.parse_volumes),
+        "`volumes={host: {bind, mode: ro/rw}}` (bind mounts)",
+        '`volumes={host: {bind, extended_mode: [ro/rw]}}`; rootless: `userns_mode="keep-id"` unless `userns` is set',
+        "error",
+    ),
+    Option(
+        "selinux_relabel",
+        "bool",
+        False,
+        _flag("selinux_relabel"),
+        "adds `z` to each volume's mode",
+        "adds `z` to each volume's options",
+    ),
+    Option(
+        "userns",
+        "str",
+        "",
+        _text("userns"),
+        "`userns_mode` (e.g. `host`)",
+        "`userns_mode` (e.g. `keep-id`, `auto`); empty: automatic, see `volumes`",
+        "error",
+    ),
+    Option(
+        "workdir",
+        "str",
+        "",
+        _text("workdir"),
+        "`working_dir` (created by Docker)",
+        "`working_dir`, created owned by `user` if missing",
+        "the runner creates it and runs the task there",
+    ),
+    Option(
+        "user",
+        "str",
+        "",
+        lambda v: "" if v in (None, "") else str(v),
+        '`user` (`"uid[:gid]"` or a name in the image)',
+        "`user`",
+        "error",
+    ),
+    Option(
+        "cpus",
+        "float",
+        0,
+        _checked(o.parse_cpus),
+        "`cpu_period=100000`, `cpu_quota=cpus*100000`",
+        "same; rootless on cgroup v1: error",
+        "error",
+    ),
+    Option(
+        "memory",
+        "int or str",
+        "",
+        _checked(lambda v: o.parse_size(v, "memory")),
+        '`mem_limit` and `memswap_limit` (no swap beyond it); `"512m"`, `"2g"` or bytes',
+        "same; rootless on cgroup v1: error",
+        "error",
+    ),
+    Option(
+        "gpus",
+        '`"all"`, int, or list of IDs',
+        "",
+        _checked(o.parse_gpus),
+        '`device_requests=[DeviceRequest(count or device_ids, capabilities=[["gpu"]])]` (`--gpus`)',
+        "CDI `devices`: `nvidia.com/gpu=all`, `=0..N-1`, or `=ID` each",
+        "error",
+    ),
+    Option(
+        "network",
+        "str",
+        "",
+        _text("network"),
+        "`network_mode`: `none`, `host`, `bridge` or a network's name",
+        "`none`/`host`/`bridge` as `network_mode`; a name as `networks={name: {}}`",
+        "error",
+    ),
+    Option(
+        "labels",
+        "dict[str, str]",
+        {},
+        lambda v: o.check_string_map(v, "labels"),
+        "added to ours (`io.oci-executor.*`, which win on conflict)",
+    ),
+    Option(
+        "shm_size",
+        "int or str",
+        "",
+        _checked(lambda v: o.parse_size(v, "shm_size")),
+        "`shm_size` in bytes",
+        local="error",
+    ),
+    Option(
+        "read_only",
+        "bool",
+        False,
+        _flag("read_only"),
+        "`read_only=True` and a tmpfs at `/tmp` (mode 1777)",
+        "`read_only=True` and a tmpfs mount at `/tmp`",
+        "error",
+    ),
+    Option(
+        "reuse",
+        "str",
+        "dispatch",
+        _choice("reuse", REUSE_SCOPES),
+        'which tasks a warm container serves: `"dispatch"` (tasks of one dispatch with identical options), `"process"` (any task with identical options in this process), `"never"` (a fresh container per task)',
+        local="same (the runner subprocess)",
+    ),
+    Option(
+        "max_containers",
+        "int",
+        0,
+        lambda v: o.check_count(v, "max_containers"),
+        "containers alive at once per pool key (same options and scope); more tasks wait, first come first served; `0`: the host's CPU count",
+        local="same",
+    ),
+    Option(
+        "keep_warm",
+        "float",
+        10.0,
+        lambda v: o.check_seconds(v, "keep_warm", allow_zero=True),
+        "seconds an idle warm container waits for another task before it is removed (in the background); `0`: removed after each task",
+        local="same",
+    ),
+)
+"""Every option, in the order the docs list them."""
+
+NAMES: tuple[str, ...] = tuple(option.name for option in OPTIONS)
+_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+def defaults() -> dict[str, Any]:
+    """Every option's default, as written into covalent.conf (a fresh copy each call)."""
+    import copy
+
+    return {option.name: copy.deepcopy(option.default) for option in OPTIONS}
+
+
+def parse(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Check every option in ``values`` (unknown names are an error); return the stored values."""
+    unknown = sorted(set(values) - set(NAMES))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown option(s) {', '.join(unknown)}; the options are: {', '.join(NAMES)}"
+        )
+    return {name: _BY_NAME[name].parse(value) for name, value in values.items()}
+
+
+def backend_config(values: Mapping[str, Any]) -> BackendConfig:
+    """The engine address and pull policy handed to the backend."""
+    return BackendConfig(address=values["address"] or None, pull_policy=values["pull_policy"])
+
+
+def container_spec(values: Mapping[str, Any], labels: Mapping[str, str]) -> ContainerSpec:
+    """The container to create, from checked option ``values`` plus ``labels`` of ours."""
+    return ContainerSpec(
+        image=values["image"],
+        labels={**values["labels"], **labels},
+        env=dict(values["env"]),
+        python=values["python"],
+        idle_timeout=float(values["idle_timeout"]),
+        max_lifetime=float(values["max_lifetime"]),
+        volumes=o.parse_volumes(values["volumes"]),
+        selinux_relabel=values["selinux_relabel"],
+        userns=values["userns"] or None,
+        workdir=values["workdir"] or None,
+        user=values["user"] or None,
+        cpus=o.parse_cpus(values["cpus"]),
+        memory=o.parse_size(values["memory"], "memory"),
+        shm_size=o.parse_size(values["shm_size"], "shm_size"),
+        gpus=o.parse_gpus(values["gpus"]),
+        network=values["network"] or None,
+        read_only=values["read_only"],
+    )
+
+
+def _shown(option: Option) -> str:
+    import json
+
+    if option.name == "image":
+        return "`python:<host X.Y>-slim`"
+    value = option.default
+    value = int(value) if isinstance(value, float) and value.is_integer() else value
+    return f"`{json.dumps(value)}`"
+
+
+def markdown_table() -> str:
+    """The options table of ``docs/options.md``."""
+    rows = ["| option | type | default | Docker | Podman | local |", "|---|---|---|---|---|---|"]
+    rows += [
+        f"| `{x.name}` | {x.type} | {_shown(x)} | {x.docker} | {x.podman} | {x.local} |" for x in OPTIONS
+    ]
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")
