@@ -145,6 +145,8 @@ class Backend(abc.ABC):
     """Where ``backend="auto"`` tries this backend: higher first (Podman 30, Docker 20, local -10)."""
     supported_options: ClassVar[frozenset[str]] = frozenset()
     """The :meth:`ContainerSpec.options_set` names this backend can honour."""
+    isolated: ClassVar[bool] = True
+    """Whether tasks run in a container (the local backend's run on the host)."""
 
     def __init__(self, config: BackendConfig | None = None) -> None:
         self.config = config or BackendConfig()
@@ -158,9 +160,18 @@ class Backend(abc.ABC):
     def available(self) -> bool:
         """Whether the engine answers now; never raises."""
 
+    def problem(self) -> str | None:
+        """Why the engine cannot run a task now (its diagnosis), or None; never raises."""
+        return None if self.available() else f"{self.describe()} is not available"
+
     def describe(self) -> str:
         """A short human description (engine and address) for messages."""
         return self.name
+
+    def installed(self) -> bool:
+        """Whether this backend's engine is installed here (so ``auto`` must not skip past it to
+        a backend without isolation); True by default."""
+        return True
 
     @abc.abstractmethod
     def create(self, spec: ContainerSpec) -> Container:

@@ -72,9 +72,11 @@ def start_runner(backend: Backend, spec: ContainerSpec) -> Runner:
     """Create a container for ``spec`` with a resident runner, ready for tasks."""
     unsupported = backend.unsupported(spec)
     if unsupported:
+        why = getattr(backend, "auto_reason", None)
         raise ConfigurationError(
-            f"the {backend.name} backend cannot honour the option(s) {', '.join(unsupported)}; "
-            "use a container engine backend (docker or podman) or remove them"
+            f"the {backend.name} backend cannot honour the option(s) {', '.join(unsupported)}"
+            + (f" (backend='auto' chose it because {why})" if why else "")
+            + "; use a container engine backend (docker or podman) or remove them"
         )
     spec = dataclasses.replace(spec, command=runner_command(spec))
     container = backend.create(spec)

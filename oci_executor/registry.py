@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 
 import pluggy
@@ -17,6 +18,8 @@ BUILTIN_BACKEND_MODULES = (
     "oci_executor.backends.podman",
 )
 AUTO = "auto"
+
+log = logging.getLogger(__name__)
 
 
 class BackendRegistry:
@@ -84,19 +87,52 @@ def select_backend(
     """Instantiate the backend called ``name``; for ``"auto"``, the first available one.
 
     A named backend is returned even if its engine is down: the first verb reports that
-    with a precise error. ``"auto"`` tries :meth:`BackendRegistry.auto_order`.
+    with a precise error. ``"auto"`` tries :meth:`BackendRegistry.auto_order` and logs what
+    it picked and why it skipped the others. It never drops isolation silently: a backend
+    without containers (``isolated = False``, the local one) is picked only when no container
+    engine is installed at all, with a warning; an engine that is installed but does not work
+    is an error carrying that engine's diagnosis.
     """
     registry = registry or default_registry()
     config = config or BackendConfig()
     if name != AUTO:
         return registry.get(name)(config)
-    tried = []
+    skipped: list[tuple[Backend, str]] = []
+    fallback: Backend | None = None
     for candidate in registry.auto_order():
         backend = registry.get(candidate)(config)
-        if backend.available():
+        if not backend.isolated:
+            fallback = fallback or backend
+            continue
+        problem = backend.problem()
+        if problem is None:
+            log.info("backend='auto' picked %s%s", backend.describe(), _skipped(skipped))
             return backend
-        tried.append(backend.describe())
+        skipped.append((backend, problem))
+    installed = [(b, p) for b, p in skipped if b.installed()]
+    for backend, _ in skipped:
         backend.close()
-    raise EngineUnavailableError(
-        "backend='auto' found no available backend (tried: " + ", ".join(tried) + ")"
+    if installed:
+        first, problem = installed[0]
+        raise EngineUnavailableError(
+            f"backend='auto': {first.name} is installed but cannot run a task here: {problem}"
+            + (_skipped(installed[1:]) if len(installed) > 1 else "")
+            + f". Fix it, or choose a backend explicitly (backend='{first.name}', or backend='local' "
+            "to run tasks on the host without a container)."
+        )
+    if fallback is None:
+        raise EngineUnavailableError("backend='auto' found no backend" + _skipped(skipped))
+    log.warning(
+        "backend='auto': no container engine is installed%s; tasks run on the HOST with %s, without "
+        "a container. Install Podman or Docker to isolate them.",
+        _skipped(skipped),
+        fallback.describe(),
     )
+    fallback.auto_reason = "no container engine is installed" + _skipped(skipped)  # type: ignore[attr-defined]
+    return fallback
+
+
+def _skipped(skipped: list[tuple[Backend, str]]) -> str:
+    if not skipped:
+        return ""
+    return " (skipped: " + "; ".join(f"{b.describe()}: {p[:300]}" for b, p in skipped) + ")"

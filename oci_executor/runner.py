@@ -14,6 +14,7 @@ file free of imports from ``oci_executor`` other than the protocol.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import platform
@@ -26,12 +27,14 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-try:
+try:  # the copy shipped with the runner (the bootstrap provides it, on every backend)
+    import oci_protocol as protocol
+except ImportError:  # imported on the host, outside a runner
     from oci_executor import protocol
-except ImportError:  # inside the container, the protocol module is shipped under this name
-    import oci_protocol as protocol  # type: ignore[no-redef]
 
 RESERVED_RETVAL_KEY_FILES = "files"
+F_SETPIPE_SZ = 1031  # Linux fcntl
+PIPE_SIZE = 1024 * 1024
 _LEN = struct.Struct(">Q")
 
 
@@ -58,7 +61,15 @@ def _read_exact(fd: int, n: int) -> bytes | None:
 
 
 def _send(kind: bytes, body: bytes = b"") -> None:
-    _write_all(1, protocol.frame(kind, body))
+    header = protocol.FRAME_HEADER.pack(kind, len(body))
+    if len(body) < 4096:
+        _write_all(1, header + body)
+        return
+    written = os.writev(1, [header, body])  # no joined copy of a large chunk
+    if written < len(header):
+        _write_all(1, header[written:])
+        written = len(header)
+    _write_all(1, memoryview(body)[written - len(header) :])
 
 
 def _send_json(kind: bytes, value: dict[str, Any]) -> None:
@@ -135,6 +146,11 @@ def _serve_task(header: dict[str, Any], wake_r: int) -> None:
     res_r, res_w = os.pipe()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
+    for fd in (in_w, res_w):  # big payloads move in fewer, larger steps
+        try:
+            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass
     pid = os.fork()
     if pid == 0:  # the task's process
         try:
@@ -336,6 +352,23 @@ def _safe_str(obj: object) -> str:
         return f"<{type(obj).__name__}>"
 
 
+def _short_text(value: object) -> str:
+    """``str(value)`` for Covalent's result summary, without rendering a huge value whole."""
+    limit = protocol.REPR_LIMIT
+    if isinstance(value, str):
+        return value[:limit]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return str(bytes(value[:limit]))[:limit]
+    if isinstance(value, (list, tuple, dict, set, frozenset)):
+        import reprlib
+
+        short = reprlib.Repr()
+        short.maxlevel, short.maxstring, short.maxother = 3, limit, limit
+        short.maxlist = short.maxtuple = short.maxdict = short.maxset = short.maxfrozenset = 100
+        return short.repr(value)[:limit]
+    return _safe_str(value)[:limit]
+
+
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit // 2] + "\n[... cut ...]\n" + text[-limit // 2 :]
 
@@ -375,7 +408,7 @@ def run_task(header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any]
         record = {
             "ok": True,
             "size": len(value),
-            "repr": _safe_str(output)[: protocol.REPR_LIMIT],
+            "repr": _short_text(output),
             "python": platform.python_version(),
             "cloudpickle": cloudpickle.__version__,
         }

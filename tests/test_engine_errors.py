@@ -65,8 +65,14 @@ def test_missing_image_with_pull_never(engine_target: Target) -> None:
 def test_failed_pull_names_the_image(engine_target: Target) -> None:
     executor = engine_target.executor()
     executor.image = "oci-executor-test/does-not-exist:1"
-    with pytest.raises(ImagePullError, match="could not pull image 'oci-executor-test/does-not-exist:1'"):
+    with pytest.raises(
+        ImagePullError, match="could not pull image 'oci-executor-test/does-not-exist:1'"
+    ) as info:
         executor.run_sync(tasks.add, [1, 2], {}, META)
+    message = str(info.value)
+    assert f"`{engine_target.backend} images`" in message  # how to see what the store holds
+    assert "use pull_policy='missing'" not in message  # it is already 'missing'
+    assert "oci-executor-podman-" not in message  # no throwaway socket path
 
 
 def test_pull_always_never_uses_a_stale_local_image(engine_target: Target) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -145,23 +146,22 @@ def test_a_cancelled_task_s_container_is_not_reused(engine_target: Target) -> No
     handles: list[Any] = []
 
     def on_container(container: Any) -> None:
-        handles.append(
-            {"backend": container.backend, "address": container.address, "container": container.id}
-        )
+        handles.append({"container": dataclasses.asdict(container)})  # the job handle Covalent stores
 
     def cancel_soon() -> None:
-        while not handles:
+        deadline = time.monotonic() + 60
+        while not handles and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(1.0)
         assert asyncio.run(executor.cancel(_meta(), handles[0]))
 
-    killer = threading.Thread(target=cancel_soon)
+    killer = threading.Thread(target=cancel_soon, daemon=True)
     killer.start()
     with pytest.raises(RunnerError, match="container ended while the task ran"):
         executor.run_sync(tasks.sleep_then, [60, 1], {}, _meta(), on_container=on_container)
     killer.join()
     after = executor.run_sync(tasks.add, [1, 2], {}, _meta())
-    assert after.container_id != handles[0]["container"]
+    assert after.container_id != handles[0]["container"]["id"]
 
 
 @pytest.mark.parametrize("how", ["removed", "killed"])

@@ -30,10 +30,27 @@ from tests import tasks
 
 
 class _Down(LocalBackend):
+    """An engine backend whose engine is not installed here."""
+
     name = "down"
+    isolated = True
+    priority = 30
 
     def available(self) -> bool:
         return False
+
+    def installed(self) -> bool:
+        return False
+
+
+class _Broken(_Down):
+    """An engine backend whose engine is installed but does not work."""
+
+    def problem(self) -> str | None:
+        return "XDG_RUNTIME_DIR=/run/user/0 belongs to uid 0, not to you"
+
+    def installed(self) -> bool:
+        return True
 
 
 def test_builtin_backends_are_registered() -> None:
@@ -61,7 +78,7 @@ def test_registry_rejects_a_name_taken_by_another_class() -> None:
         registry.add(Other)
 
 
-def test_auto_skips_unavailable_backends() -> None:
+def test_auto_falls_back_to_local_only_without_any_engine(caplog: pytest.LogCaptureFixture) -> None:
     registry = BackendRegistry()
     registry.add(LocalBackend)
 
@@ -70,6 +87,42 @@ def test_auto_skips_unavailable_backends() -> None:
 
     registry.add(Podman)
     assert select_backend("auto", registry=registry).name == "local"
+    assert "tasks run on the HOST" in caplog.text  # never silently
+
+
+def test_auto_never_drops_isolation_when_an_engine_is_installed_but_broken() -> None:
+    registry = BackendRegistry()
+    registry.add(LocalBackend)
+
+    class Podman(_Broken):
+        name = "podman"
+
+    registry.add(Podman)
+    with pytest.raises(
+        EngineUnavailableError, match=r"podman is installed but cannot run a task here: XDG_RUNTIME_DIR"
+    ):
+        select_backend("auto", registry=registry)
+
+
+def test_auto_logs_what_it_picked_and_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    registry = BackendRegistry()
+    registry.add(LocalBackend)
+
+    class Docker(LocalBackend):
+        name = "docker"
+        isolated = True
+        priority = 20
+
+    class Podman(_Down):
+        name = "podman"
+
+    registry.add(Docker)
+    registry.add(Podman)
+    with caplog.at_level(logging.INFO, logger="oci_executor.registry"):
+        assert select_backend("auto", registry=registry).name == "docker"
+    assert "picked" in caplog.text and "skipped: podman" in caplog.text
 
 
 def test_auto_with_nothing_available_names_what_it_tried() -> None:
@@ -79,7 +132,7 @@ def test_auto_with_nothing_available_names_what_it_tried() -> None:
         name = "docker"
 
     registry.add(Docker)
-    with pytest.raises(EngineUnavailableError, match="tried: local"):
+    with pytest.raises(EngineUnavailableError, match="found no backend.*skipped: docker"):
         select_backend("auto", registry=registry)
 
 

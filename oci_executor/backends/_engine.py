@@ -114,6 +114,10 @@ class EngineBackend(SdkErrors, Backend):
     def describe(self) -> str:
         return f"{self.name} at {self.address()}"
 
+    def store(self) -> str:
+        """The image store, for messages."""
+        return f"{self.engine} image store at {self.address()}"
+
     def client(self) -> Any:
         """The SDK client, connected on first use.
 
@@ -128,6 +132,8 @@ class EngineBackend(SdkErrors, Backend):
                     client.api.timeout = CONNECT_TIMEOUT
                     client.ping()
                     client.api.timeout = API_TIMEOUT
+                except OCIExecutorError:
+                    raise  # already ours (a transient service that would not start)
                 except Exception as exc:  # noqa: BLE001 - every connect failure is "unavailable"
                     raise self.unavailable(describe(exc)) from exc
                 self._client = client
@@ -149,11 +155,14 @@ class EngineBackend(SdkErrors, Backend):
         response.raise_for_status()
 
     def available(self) -> bool:
+        return self.problem() is None
+
+    def problem(self) -> str | None:
         try:
             self.client()
-        except OCIExecutorError:
-            return False
-        return True
+        except OCIExecutorError as exc:
+            return str(exc)
+        return None
 
     # -- images ------------------------------------------------------------------------
 
@@ -167,8 +176,8 @@ class EngineBackend(SdkErrors, Backend):
                 return local
             if policy == "never":
                 raise ImageNotFoundError(
-                    f"image {image!r} is not in the {self.engine} image store at {self.address()} "
-                    f"and pull_policy='never'. Build or load it there first "
+                    f"image {image!r} is not in the {self.store()} and pull_policy='never'. "
+                    f"`{self.name} images` lists what it holds; build or load the image there "
                     f"(`{self.name} build`, `{self.name} load`, `{self.name} pull {image}`), "
                     "or use pull_policy='missing'.",
                     address=self.address(),
@@ -181,10 +190,19 @@ class EngineBackend(SdkErrors, Backend):
                     raise ContainerError(f"{self.engine} returned no image for {image!r}")
                 return pulled
         except OCIExecutorError as exc:
+            if policy == "always":
+                advice = (
+                    "pull_policy='always' never falls back to a local copy: check the name and your "
+                    "registry access, or use pull_policy='missing' to use the local image"
+                )
+            else:
+                advice = (
+                    f"it is not in the {self.store()} either (`{self.name} images` lists what is): "
+                    f"check the name (a typo?) and your registry access, or build or load it there "
+                    f"(`{self.name} build`, `{self.name} load`)"
+                )
             raise ImagePullError(
-                f"could not pull image {image!r} with {self.describe()} (pull_policy={policy!r}): {exc}. "
-                "Check the image name and your registry access, or build/load the image locally "
-                "and use pull_policy='missing' or 'never'.",
+                f"could not pull image {image!r} (pull_policy={policy!r}): {exc}. {advice}.",
                 address=self.address(),
                 image=image,
             ) from exc

@@ -7,6 +7,7 @@ Address: the executor's ``address`` option, else ``DOCKER_HOST``, else the defau
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any
 
 import docker
@@ -41,6 +42,11 @@ class DockerBackend(EngineBackend):
 
     def address(self) -> str:
         return self.config.address or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+
+    def installed(self) -> bool:
+        return bool(shutil.which("dockerd") or shutil.which("docker")) or os.path.exists(
+            self.address().split("://", 1)[-1]
+        )
 
     def _connect(self) -> Any:
         if self.config.address:

@@ -39,13 +39,14 @@ class LocalBackend(Backend):
 
     name = "local"
     priority = -10
+    isolated = False
     supported_options = frozenset({"workdir"})
 
     def available(self) -> bool:
         return True
 
     def describe(self) -> str:
-        return f"local ({sys.executable})"
+        return f"{self.name} ({sys.executable})"
 
     def create(self, spec: ContainerSpec) -> Container:
         root = tempfile.mkdtemp(prefix=TEMP_PREFIX)

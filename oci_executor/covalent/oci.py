@@ -41,6 +41,10 @@ Empty values mean "not set": the engine's default applies. (Covalent may update 
 in place when its config changes: read defaults from :func:`settings.defaults`.)"""
 
 
+class NodeError(Exception):
+    """What a Covalent node's error field shows for one of our errors: ``ClassName: message``."""
+
+
 def _configured(name: str) -> Any:
     """The value from covalent.conf's ``[executors.oci]``, else the option's default."""
     try:
@@ -136,9 +140,11 @@ class OCIExecutor(AsyncBaseExecutor):
             message = f"{type(exc).__name__}: {exc}"
             self._write_streams(TaskOutcome(ok=False, stdout=exc.stdout, stderr=exc.stderr + message + "\n"))
             raise TaskRuntimeError(message) from exc
-        except Exception:
+        except Exception as exc:
             if await self.get_cancel_requested():
                 raise TaskCancelledError("the task was cancelled; its container was removed") from None
+            if isinstance(exc, OCIExecutorError):  # Covalent shows str(error): name the class too
+                raise NodeError(f"{type(exc).__name__}: {exc}") from exc
             raise
         self._write_streams(outcome)
         if not outcome.ok:
