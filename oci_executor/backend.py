@@ -156,6 +156,10 @@ class Backend(abc.ABC):
         some limits, like rootless Podman's on cgroup v1, are known only at run time)."""
         return sorted(set(spec.options_set()) - self.supported_options)
 
+    def explain_unsupported(self, names: list[str]) -> str:
+        """What to do about options :meth:`unsupported` named."""
+        return "use a container engine backend (docker or podman) or remove them"
+
     @abc.abstractmethod
     def available(self) -> bool:
         """Whether the engine answers now; never raises."""

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -520,3 +521,100 @@ def test_the_users_pool_goes_when_the_driver_is_killed(user: RootlessUser, image
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         os.unlink(script)
+
+
+def test_an_inherited_runtime_dir_never_runs_a_task_on_the_host(user: RootlessUser, image: str) -> None:
+    """XDG_RUNTIME_DIR of another user (as after `su`): auto keeps isolation or says what is wrong."""
+    foreign = tempfile.mkdtemp(prefix="oci-foreign-runtime-")  # root's, mode 0700
+    try:
+        facts = user.python_json(
+            """
+            import os
+            from oci_executor import OCIExecutor
+            from oci_executor.backends.podman import runtime_dir_problem
+
+            def where():
+                import os
+                return os.path.exists("/run/.containerenv")
+
+            facts = {"problem": runtime_dir_problem()}
+            try:
+                out = OCIExecutor(backend="auto", image=PARAMS["image"], reuse="never").run_sync(where, [], {}, {})
+                facts["in_container"] = out.load_value()
+            except Exception as exc:
+                facts["error"] = f"{type(exc).__name__}: {exc}"
+            emit(facts)
+            """,
+            env={"XDG_RUNTIME_DIR": foreign},
+            params={"image": image},
+        )
+    finally:
+        os.rmdir(foreign)
+    assert "belongs to uid 0, not to you" in facts["problem"]
+    if "error" in facts:
+        assert facts["error"].startswith("EngineUnavailableError: backend='auto': podman is installed"), facts
+        assert "belongs to uid 0, not to you" in facts["error"]
+    else:
+        assert facts["in_container"] is True, "auto ran the task on the host"
+
+
+def test_without_runtime_dir_the_users_own_socket_is_found(user: RootlessUser, image: str) -> None:
+    facts = user.python_json(
+        """
+        from oci_executor import OCIExecutor
+        from oci_executor.backends.podman import default_address, runtime_dir_problem
+
+        def where():
+            import os
+            return os.path.exists("/run/.containerenv")
+
+        out = OCIExecutor(backend="auto", image=PARAMS["image"], reuse="never").run_sync(where, [], {}, {})
+        emit({"address": default_address(), "problem": runtime_dir_problem(), "in_container": out.load_value()})
+        """,
+        env={"XDG_RUNTIME_DIR": None},
+        params={"image": image},
+    )
+    assert facts["address"] == user.socket_url  # /run/user/UID/podman/podman.sock, as Podman uses it
+    assert facts["in_container"] is True
+    assert "XDG_RUNTIME_DIR is not set" in facts["problem"]
+
+
+def test_vfs_storage_is_detected_with_the_fix(user: RootlessUser) -> None:
+    """A store on the vfs driver (as a fresh Debian user gets) logs one warning with the fix."""
+    # A scratch store for this process alone: its own config (vfs) and data folders.
+    folder = user.mkdtemp("vfs-")
+    user.run(["mkdir", "-p", f"{folder}/config/containers", f"{folder}/data"])
+    conf = f"{folder}/config/containers/storage.conf"
+    with open(conf, "w", encoding="utf-8") as handle:
+        handle.write('[storage]\ndriver = "vfs"\n')
+    user.chown(conf)
+    runtime_dir = user.mkdtemp("runtime-", mode=0o700)
+    facts = user.python_json(
+        """
+        import logging
+        from oci_executor.backend import BackendConfig
+        from oci_executor.backends.podman import PodmanBackend
+
+        records = []
+        handler = logging.Handler()
+        handler.emit = lambda record: records.append(record.getMessage())
+        logging.getLogger("oci_executor").addHandler(handler)
+        backend = PodmanBackend(BackendConfig())
+        try:
+            backend.client()
+            backend.client()
+            emit({"transient": backend.transient_service, "warnings": records})
+        finally:
+            backend.close()
+        """,
+        env={
+            "XDG_RUNTIME_DIR": runtime_dir,
+            "XDG_CONFIG_HOME": f"{folder}/config",
+            "XDG_DATA_HOME": f"{folder}/data",
+        },
+    )
+    assert facts["transient"] is True
+    assert len(facts["warnings"]) == 1, facts  # once, not per call
+    warning = facts["warnings"][0]
+    assert "vfs storage driver" in warning and f"{folder}/data/containers/storage" in warning
+    assert 'driver = "overlay"' in warning and "podman system reset" in warning

@@ -28,12 +28,19 @@ import podman.errors
 
 from oci_executor.backend import Container, ContainerSpec, ExecResult
 from oci_executor.backends._engine import CONNECT_TIMEOUT, EngineBackend
+from oci_executor.backends._rootless import (  # noqa: F401 - re-exported: this backend's public helpers
+    ROOTFUL_SOCKET,
+    VFS_WARNING,
+    default_address,
+    rootless_candidates,
+    rootless_socket,
+    runtime_dir_problem,
+)
 from oci_executor.channel import Channel, SocketChannel
 from oci_executor.errors import ConfigurationError, ContainerError, EngineUnavailableError, OCIExecutorError
 from oci_executor.hookspecs import hookimpl
 from oci_executor.registry import BackendRegistry
 
-ROOTFUL_SOCKET = "unix:///run/podman/podman.sock"
 API_VERSION = "v4.0.0"
 SERVICE_IDLE_SECONDS = 60
 """A transient service left behind by a killed executor exits after this long without clients."""
@@ -43,97 +50,6 @@ SERVICE_START_TIMEOUT = 20.0
 _info_cache: dict[str, dict[str, Any]] = {}
 _vfs_warned: set[str] = set()
 log = logging.getLogger(__name__)
-
-VFS_WARNING = (
-    "Podman stores images at %s with the vfs storage driver: it copies the whole image for every "
-    "container, so each task's first container takes seconds (measured: 7 s against 0.16 s with "
-    'overlay). Fix: write ~/.config/containers/storage.conf with [storage] driver = "overlay", '
-    "then run `podman system reset` (it asks for confirmation and DELETES every image and container "
-    "of this user; until you do, Podman says 'overwritten by graph driver vfs from database'), and "
-    "load or pull your images again. See docs/podman.md."
-)
-
-
-def rootless_socket() -> str | None:
-    """The rootless service's socket URL, from ``XDG_RUNTIME_DIR``."""
-    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
-    return f"unix://{runtime_dir}/podman/podman.sock" if runtime_dir else None
-
-
-def rootless_candidates() -> list[str]:
-    """Where this user's rootless service listens, as Podman itself decides it.
-
-    With ``XDG_RUNTIME_DIR`` set (and the user's own), only ``$XDG_RUNTIME_DIR/podman/podman.sock``.
-    Without it, ``/run/user/UID/podman/podman.sock`` when that folder is the user's, and
-    ``/tmp/podman-run-UID/podman/podman.sock`` (where `podman system service --time=0 &`
-    listens with ``XDG_RUNTIME_DIR`` unset).
-    """
-    uid = os.geteuid()
-    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime_dir:
-        return [f"unix://{runtime_dir}/podman/podman.sock"]
-    candidates = []
-    if _owned(f"/run/user/{uid}", uid):
-        candidates.append(f"unix:///run/user/{uid}/podman/podman.sock")
-    candidates.append(f"unix:///tmp/podman-run-{uid}/podman/podman.sock")
-    return candidates
-
-
-def _owned(path: str, uid: int) -> bool:
-    try:
-        return os.stat(path).st_uid == uid
-    except OSError:
-        return False
-
-
-def default_address() -> str:
-    """``CONTAINER_HOST``; for root, the rootless socket if it exists, else the rootful one;
-    for anyone else, the first rootless socket that exists (never the rootful one)."""
-    if os.environ.get("CONTAINER_HOST"):
-        return os.environ["CONTAINER_HOST"]
-    if os.geteuid() == 0:
-        rootless = rootless_socket()
-        if rootless and os.path.exists(rootless[len("unix://") :]):
-            return rootless
-        return ROOTFUL_SOCKET
-    candidates = rootless_candidates()
-    return next((c for c in candidates if os.path.exists(c[len("unix://") :])), candidates[0])
-
-
-def runtime_dir_problem() -> str | None:
-    """What is wrong with ``XDG_RUNTIME_DIR`` for rootless Podman, with the fix; None if fine."""
-    if os.geteuid() == 0:
-        return None
-    uid = os.geteuid()
-    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
-    own = f"/run/user/{uid}"
-    if not runtime_dir:
-        return (
-            f"XDG_RUNTIME_DIR is not set, so Podman keeps its runtime files (and a service started "
-            f"by hand its socket) in /tmp/podman-run-{uid}. That works; to use {own} instead, "
-            f"export XDG_RUNTIME_DIR={own} in the shell that starts the Covalent server"
-            + (
-                ""
-                if os.path.isdir(own)
-                else f" (it does not exist: root creates it with `sudo install -d -o $USER -m 700 {own}`, or logind with `sudo loginctl enable-linger $USER`)"
-            )
-            + "."
-        )
-    try:
-        owner = os.stat(runtime_dir).st_uid
-    except FileNotFoundError:
-        return (
-            f"XDG_RUNTIME_DIR={runtime_dir} does not exist. A user cannot create it under /run/user: "
-            f"root does (`sudo install -d -o $USER -m 700 {runtime_dir}`), or logind at login "
-            f"(`sudo loginctl enable-linger $USER`); or unset XDG_RUNTIME_DIR to use /tmp/podman-run-{uid}."
-        )
-    if owner != uid:
-        return (
-            f"XDG_RUNTIME_DIR={runtime_dir} belongs to uid {owner}, not to you (uid {uid}): it was inherited "
-            f"from another user (su and sudo keep it). Set it to your own (`export XDG_RUNTIME_DIR={own}`) "
-            "or unset it, then restart the Covalent server from that shell."
-        )
-    return None
 
 
 def cdi_devices(spec: ContainerSpec) -> list[str]:
@@ -193,6 +109,25 @@ class PodmanBackend(EngineBackend):
 
     def _ping(self, client: Any, timeout: float) -> None:
         client.api.head("/_ping", timeout=timeout).raise_for_status()
+
+    def unsupported(self, spec: ContainerSpec) -> list[str]:
+        names = super().unsupported(spec)
+        if (
+            (spec.cpus or spec.memory)
+            and self.rootless()
+            and self.info().get("host", {}).get("cgroupVersion") == "v1"
+        ):
+            names += [name for name in ("cpus", "memory") if getattr(spec, name)]
+        return sorted(names)
+
+    def explain_unsupported(self, names: list[str]) -> str:
+        if {"cpus", "memory"} & set(names) and self.rootless():
+            return (
+                "rootless Podman cannot set cpus or memory limits on a cgroup v1 host (it would "
+                "silently ignore them). Boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1), "
+                "use rootful Podman or Docker, or drop the limits"
+            )
+        return super().explain_unsupported(names)
 
     def store(self) -> str:
         if self._service is not None:  # a throwaway socket means nothing to the user
@@ -338,16 +273,6 @@ class PodmanBackend(EngineBackend):
             kwargs["read_only"] = True
             kwargs["mounts"] = [{"type": "tmpfs", "source": "tmpfs", "target": "/tmp", "mode": "1777"}]
         rootless = self.rootless()
-        if (
-            rootless
-            and (spec.cpus or spec.memory)
-            and self.info().get("host", {}).get("cgroupVersion") == "v1"
-        ):
-            raise ConfigurationError(
-                "rootless Podman cannot set cpus or memory limits on a cgroup v1 host (it would "
-                "silently ignore them). Boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1), "
-                "use rootful Podman or Docker, or drop the limits."
-            )
         if spec.volumes:
             extra = ["z"] if spec.selinux_relabel else []
             kwargs["volumes"] = {
