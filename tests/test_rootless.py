@@ -166,12 +166,15 @@ def _server_processes(user: RootlessUser, port: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def _covalent_server(user: RootlessUser, state: dict[str, object]) -> Iterator[dict[str, str | None]]:
-    """The user's own Covalent server (fresh HOME, no Dask); stopped afterwards in any case.
+def _covalent_server(
+    user: RootlessUser, state: dict[str, object], home: str | None = None
+) -> Iterator[dict[str, str | None]]:
+    """The user's own Covalent server (a fresh HOME unless ``home`` is given, no Dask); stopped
+    afterwards in any case.
 
     ``state["left_after_stop"]``: pids still serving after ``covalent stop`` (then ended by id).
     """
-    home = user.mkdtemp("covalent-home-")
+    home = home or user.mkdtemp("covalent-home-")
     env: dict[str, str | None] = {"HOME": home, "COVALENT_DISABLE_DASK": "1"}
     port = _free_port()
     state["url"] = url = f"http://localhost:{port}"
