@@ -621,3 +621,67 @@ def test_vfs_storage_is_detected_with_the_fix(user: RootlessUser) -> None:
     warning = facts["warnings"][0]
     assert "vfs storage driver" in warning and f"{folder}/data/containers/storage" in warning
     assert 'driver = "overlay"' in warning and "podman system reset" in warning
+
+
+TRANSIENT_DRIVER = """
+import sys
+from oci_executor import OCIExecutor
+def add(x, y):
+    return x + y
+ex = OCIExecutor(backend="podman", image=sys.argv[1], keep_warm=600)
+ex.run_sync(add, [1, 2], {}, {"dispatch_id": sys.argv[2], "node_id": 0})
+print("ran", flush=True)
+import time
+time.sleep(600)
+"""
+
+
+def test_no_transient_service_outlives_a_killed_driver(user: RootlessUser, image: str) -> None:
+    """SIGKILL a driver that started a transient service: the service goes too (idle timeout)."""
+    from oci_executor.backends.podman import SERVICE_IDLE_SECONDS
+
+    runtime_dir = user.mkdtemp("runtime-", mode=0o700)  # no socket here: a transient service
+    dispatch_id = f"rootless-transient-kill-{uuid.uuid4().hex[:8]}"
+    script = os.path.join(user.workdir, f"driver-{dispatch_id}.py")
+    with open(script, "w", encoding="utf-8") as handle:
+        handle.write(TRANSIENT_DRIVER)
+    user.chown(script)
+    assignments = [f"{k}={v}" for k, v in user.env({"XDG_RUNTIME_DIR": runtime_dir}).items()]
+    proc = subprocess.Popen(
+        [
+            "runuser",
+            "-u",
+            user.name,
+            "--",
+            "env",
+            "-i",
+            *assignments,
+            user.python,
+            script,
+            image,
+            dispatch_id,
+        ],
+        cwd=user.workdir,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+    def services() -> list[str]:
+        return [line for line in user.service_processes() if runtime_dir in line]
+
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ran"
+        assert len(services()) == 1  # one transient service, serving the warm container
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver; the service is in a session of its own
+        proc.wait()
+        deadline = time.monotonic() + SERVICE_IDLE_SECONDS + 15
+        while services() and time.monotonic() < deadline:
+            time.sleep(1)
+        assert services() == [], "the transient service outlived its killed driver"
+        assert _ours(user, dispatch_id) == []  # and its warm container went first
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        os.unlink(script)
