@@ -37,8 +37,6 @@ class Runner:
     channel: Channel
     spec: ContainerSpec
     started: float = field(default_factory=time.monotonic)
-    tasks: int = 0
-    """How many tasks it has served."""
 
     def expires_in(self) -> float:
         """Seconds until the runner ends itself (its ``max_lifetime``)."""

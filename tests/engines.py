@@ -99,6 +99,15 @@ def container_ids(client, label: str) -> list[str]:  # type: ignore[no-untyped-d
     return sorted(c.id for c in client.containers.list(all=True, filters={"label": label}))
 
 
+def container_attrs(backend: str, addr: str, container_id: str) -> dict:  # type: ignore[type-arg]
+    """The engine's inspect data of one container."""
+    client = _client(backend, addr)
+    try:
+        return dict(client.containers.get(container_id).attrs)
+    finally:
+        client.close()
+
+
 def labelled_containers(backend: str, addr: str) -> list[str]:
     """IDs of all containers (running or not) that carry our managed label."""
     client = _client(backend, addr)

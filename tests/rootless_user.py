@@ -107,6 +107,30 @@ class RootlessUser:
                 env[key] = value
         return env
 
+    def command(self, argv: Sequence[str], env: Mapping[str, str | None] | None = None) -> list[str]:
+        """``argv`` as the user, with only the user's minimal environment (:meth:`env`)."""
+        assignments = [f"{k}={v}" for k, v in self.env(env).items()]
+        return ["runuser", "-u", self.name, "--", "env", "-i", *assignments, *argv]
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str | None] | None = None,
+        stdout: Any = subprocess.PIPE,
+    ) -> subprocess.Popen[str]:
+        """Start ``argv`` as the user in the background, in a session of its own (end it with
+        ``os.killpg(proc.pid, ...)``)."""
+        return subprocess.Popen(
+            self.command(argv, env),
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.DEVNULL if stdout is subprocess.DEVNULL else None,
+            text=True,
+            start_new_session=True,
+        )
+
     def run(
         self,
         argv: Sequence[str],
@@ -116,8 +140,7 @@ class RootlessUser:
         check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` as the user (``runuser ... env -i ...``) in :attr:`workdir`."""
-        assignments = [f"{k}={v}" for k, v in self.env(env).items()]
-        command = ["runuser", "-u", self.name, "--", "env", "-i", *assignments, *argv]
+        command = self.command(argv, env)
         # A session of its own, so a timeout can end the user's whole process group.
         proc = subprocess.Popen(
             command,

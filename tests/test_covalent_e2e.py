@@ -156,15 +156,14 @@ def test_time_limit_fails_the_node_naming_the_limit(server: str, target: Target)
     assert str(node["status"]) == "FAILED"
     # As for a task's own exception, the error ends the node's stderr, after what it printed.
     assert "TaskTimeoutError: the task ran over its time_limit of 2 s" in node["stderr"]
-    assert (
-        node["stdout"] == "before the limit\n"
-    )  # printed before the kill, still delivered  # printed before the kill, still delivered
+    assert node["stdout"] == "before the limit\n"  # printed before the kill, still delivered
 
 
-def test_cancel_kills_the_container_and_ends_cancelled(server: str, engine_target: Target) -> None:
+def slow_workflow(executor):  # type: ignore[no-untyped-def]
+    """A lattice whose one electron sleeps for two minutes: something to cancel."""
     import covalent as ct
 
-    @ct.electron(executor=engine_target.executor())
+    @ct.electron(executor=executor)
     def slow():  # type: ignore[no-untyped-def]
         import time
 
@@ -175,7 +174,13 @@ def test_cancel_kills_the_container_and_ends_cancelled(server: str, engine_targe
     def flow():  # type: ignore[no-untyped-def]
         return slow()
 
-    dispatch_id = ct.dispatch(flow)()
+    return flow
+
+
+def test_cancel_kills_the_container_and_ends_cancelled(server: str, engine_target: Target) -> None:
+    import covalent as ct
+
+    dispatch_id = ct.dispatch(slow_workflow(engine_target.executor()))()
     client = engines._client(engine_target.backend, engine_target.address)
     label = f"io.oci-executor.dispatch-id={dispatch_id}"
 
@@ -238,18 +243,7 @@ def test_cancel_soon_after_dispatch_ends_cancelled(server: str, engine_target: T
     """Cancelled before, while or after its container starts: CANCELLED, and nothing left."""
     import covalent as ct
 
-    @ct.electron(executor=engine_target.executor())
-    def slow():  # type: ignore[no-untyped-def]
-        import time
-
-        time.sleep(120)
-        return 1
-
-    @ct.lattice
-    def flow():  # type: ignore[no-untyped-def]
-        return slow()
-
-    dispatch_id = ct.dispatch(flow)()
+    dispatch_id = ct.dispatch(slow_workflow(engine_target.executor()))()
     time.sleep(delay)
     ct.cancel(dispatch_id)
     result = ct.get_result(dispatch_id, wait=True)

@@ -236,11 +236,7 @@ def inspect_running(engine_target: Target, seconds: float) -> dict[str, Any]:
     found: dict[str, Any] = {}
 
     def on_container(container: Any) -> None:
-        client = engines._client(engine_target.backend, engine_target.address)
-        try:
-            found.update(client.containers.get(container.id).attrs)
-        finally:
-            client.close()
+        found.update(engines.container_attrs(engine_target.backend, engine_target.address, container.id))
 
     engine_target.executor().run_sync(tasks.sleep_then, [seconds, 1], {}, META, on_container=on_container)
     return found

@@ -128,26 +128,7 @@ def _python_minor() -> str:
 def _service_started_by_hand(user: NewUser) -> Iterator[str]:
     """`podman system service --time=0 &` in the user's shell, XDG_RUNTIME_DIR unset."""
     socket_path = f"/tmp/podman-run-{user.uid}/podman/podman.sock"
-    assignments = [f"{k}={v}" for k, v in user.env().items()]
-    proc = subprocess.Popen(
-        [
-            "runuser",
-            "-u",
-            user.name,
-            "--",
-            "env",
-            "-i",
-            *assignments,
-            "podman",
-            "system",
-            "service",
-            "--time=0",
-        ],
-        cwd=user.workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = user.spawn(["podman", "system", "service", "--time=0"], stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
         while not os.path.exists(socket_path):

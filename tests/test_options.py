@@ -105,11 +105,8 @@ def test_labels_are_added_to_ours(engine_target: Target) -> None:
     seen: dict[str, str] = {}
 
     def look(container: Any) -> None:
-        client = engines._client(engine_target.backend, engine_target.address)
-        try:
-            seen.update(client.containers.get(container.id).labels)
-        finally:
-            client.close()
+        attrs = engines.container_attrs(engine_target.backend, engine_target.address, container.id)
+        seen.update(attrs["Config"]["Labels"])
 
     executor = engine_target.executor(labels={"team": "chemistry"})
     executor.run_sync(_inside, [], {}, {"dispatch_id": "lbl", "node_id": 7}, on_container=look)

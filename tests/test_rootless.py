@@ -489,26 +489,7 @@ def test_the_users_pool_goes_when_the_driver_is_killed(user: RootlessUser, image
     with open(script, "w", encoding="utf-8") as handle:
         handle.write(USER_DRIVER)
     user.chown(script)
-    assignments = [f"{k}={v}" for k, v in user.env().items()]
-    proc = subprocess.Popen(
-        [
-            "runuser",
-            "-u",
-            user.name,
-            "--",
-            "env",
-            "-i",
-            *assignments,
-            user.python,
-            script,
-            image,
-            dispatch_id,
-        ],
-        cwd=user.workdir,
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = user.spawn([user.python, script, image, dispatch_id])
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "warm"
@@ -646,26 +627,7 @@ def test_no_transient_service_outlives_a_killed_driver(user: RootlessUser, image
     with open(script, "w", encoding="utf-8") as handle:
         handle.write(TRANSIENT_DRIVER)
     user.chown(script)
-    assignments = [f"{k}={v}" for k, v in user.env({"XDG_RUNTIME_DIR": runtime_dir}).items()]
-    proc = subprocess.Popen(
-        [
-            "runuser",
-            "-u",
-            user.name,
-            "--",
-            "env",
-            "-i",
-            *assignments,
-            user.python,
-            script,
-            image,
-            dispatch_id,
-        ],
-        cwd=user.workdir,
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = user.spawn([user.python, script, image, dispatch_id], env={"XDG_RUNTIME_DIR": runtime_dir})
 
     def services() -> set[str]:
         """Sockets of the transient services in our runtime dir (rootless Podman shows two
