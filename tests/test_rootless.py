@@ -648,4 +648,8 @@ def test_no_transient_service_outlives_a_killed_driver(user: RootlessUser, image
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+        # A failed run must not leave the service writing into the folder the fixture removes.
+        subprocess.run(
+            ["pkill", "-KILL", "-u", user.name, "-f", f"system service.*{runtime_dir}"], check=False
+        )
         os.unlink(script)
