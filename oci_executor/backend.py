@@ -63,8 +63,15 @@ OPTIONAL_SETTINGS: tuple[str, ...] = (
     "gpus",
     "network",
     "read_only",
+    "partition",
+    "account",
+    "qos",
+    "slurm_args",
 )
 """The :class:`ContainerSpec` fields a backend may or may not honour (see ``supported_options``)."""
+
+SCHEDULER_SETTINGS: tuple[str, ...] = ("partition", "account", "qos", "slurm_args")
+"""The optional settings only a batch scheduler backend (``slurm``) honours."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,16 @@ class ContainerSpec:
     """``None``: the engine's default network; ``"none"``: no network; else a network name."""
     read_only: bool = False
     """A read-only root filesystem, with a writable tmpfs at ``/tmp``."""
+    partition: str | None = None
+    """Slurm partition (``sbatch -p``); ``None``: the cluster's default."""
+    account: str | None = None
+    """Slurm account (``sbatch -A``)."""
+    qos: str | None = None
+    """Slurm quality of service (``sbatch --qos``)."""
+    slurm_args: tuple[str, ...] = ()
+    """Extra ``sbatch`` arguments."""
+    queue_timeout: float = 600.0
+    """Seconds a batch job may stay pending before creation fails (scheduler backends only)."""
     command: tuple[str, ...] = ()
     """The main process (set by the core: the runner's bootstrap); it reads its stdin."""
 
@@ -147,6 +164,8 @@ class Backend(abc.ABC):
     """The :meth:`ContainerSpec.options_set` names this backend can honour."""
     isolated: ClassVar[bool] = True
     """Whether tasks run in a container (the local backend's run on the host)."""
+    auto_candidate: ClassVar[bool] = True
+    """Whether ``backend="auto"`` may pick this backend (a cluster must be asked for by name)."""
 
     def __init__(self, config: BackendConfig | None = None) -> None:
         self.config = config or BackendConfig()
@@ -158,7 +177,17 @@ class Backend(abc.ABC):
 
     def explain_unsupported(self, names: list[str]) -> str:
         """What to do about options :meth:`unsupported` named."""
+        if set(names) <= set(SCHEDULER_SETTINGS):
+            return "they apply to backend='slurm' only: remove them, or use backend='slurm'"
         return "use a container engine backend (docker or podman) or remove them"
+
+    def adapt_spec(self, spec: ContainerSpec, time_limit: float | None) -> ContainerSpec:
+        """The spec to create containers from, given the task's ``time_limit`` (seconds or None).
+
+        Unchanged by default; a batch scheduler bounds its job's wall time (and so the
+        container's ``max_lifetime``) by the task's time limit.
+        """
+        return spec
 
     @abc.abstractmethod
     def available(self) -> bool:

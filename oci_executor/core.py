@@ -52,11 +52,14 @@ def run_task(
     """
     spec = settings.container_spec(values, our_labels(dispatch_id, node_id))
     backend = backend or shared_backend(values["backend"], settings.backend_config(values))
+    seconds = check_time_limit(time_limit)
+    spec = backend.adapt_spec(spec, seconds)
     key = pool_key(backend, spec, values["reuse"], dispatch_id)
     limit = values["max_containers"] or os.cpu_count() or 1
-    seconds = check_time_limit(time_limit)
     while True:
-        runner, reused = POOL.acquire(key, limit, functools.partial(start_runner, backend, spec))
+        runner, reused = POOL.acquire(
+            key, limit, functools.partial(start_runner, backend, spec), min_life=seconds or 0.0
+        )
         try:
             if on_container is not None:
                 on_container(runner.container)

@@ -143,6 +143,18 @@ def check_string_map(value: Any, option: str) -> dict[str, str]:
     return checked
 
 
+def check_string_list(value: Any, option: str) -> list[str]:
+    """A list of strings (``slurm_args``); ``None`` is an empty list."""
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ConfigurationError(f'{option}={value!r} must be a list of strings, e.g. ["--constraint=avx2"]')
+    for item in value:
+        if not isinstance(item, str) or not item:
+            raise ConfigurationError(f"{option} has {item!r}: each item must be a non-empty string")
+    return list(value)
+
+
 def check_seconds(value: Any, option: str, *, allow_zero: bool = False) -> float:
     """A positive number of seconds (or 0 where that means "off")."""
     try:

@@ -58,8 +58,13 @@ class Pool:
         self._removals: set[threading.Thread] = set()
         self._reaper: threading.Thread | None = None
 
-    def acquire(self, key: str, limit: int, create: Callable[[], Runner]) -> tuple[Runner, bool]:
-        """A runner for ``key``: an idle one (``reused=True``) or a new one from ``create``."""
+    def acquire(
+        self, key: str, limit: int, create: Callable[[], Runner], min_life: float = 0.0
+    ) -> tuple[Runner, bool]:
+        """A runner for ``key``: an idle one (``reused=True``) or a new one from ``create``.
+
+        An idle runner is handed out only if it lives ``min_life`` seconds (the task's time
+        limit) beyond :data:`EXPIRY_MARGIN`."""
         ticket = object()
         waited = False
         with self._cond:
@@ -68,7 +73,7 @@ class Pool:
             try:
                 while True:
                     if queue[0] is ticket:
-                        runner = self._take_idle(key)
+                        runner = self._take_idle(key, min_life)
                         if runner is not None:
                             queue.popleft()
                             self._cond.notify_all()
@@ -110,11 +115,11 @@ class Pool:
                 self._discard_later(runner)
             self._cond.notify_all()
 
-    def _take_idle(self, key: str) -> Runner | None:
+    def _take_idle(self, key: str, min_life: float = 0.0) -> Runner | None:
         idle = self._idle[key]
         while idle:
             runner, _ = idle.pop()
-            if runner.expires_in() > EXPIRY_MARGIN and runner.channel.idle_alive():
+            if runner.expires_in() > EXPIRY_MARGIN + min_life and runner.channel.idle_alive():
                 return runner
             self._live[key] -= 1  # it expired, vanished or was removed by hand
             self._discard_later(runner)

@@ -16,6 +16,7 @@ BUILTIN_BACKEND_MODULES = (
     "oci_executor.backends.local",
     "oci_executor.backends.docker",
     "oci_executor.backends.podman",
+    "oci_executor.backends.slurm",
 )
 AUTO = "auto"
 
@@ -45,8 +46,10 @@ class BackendRegistry:
         return sorted(self._backends)
 
     def auto_order(self) -> list[str]:
-        """The order ``backend="auto"`` tries: by each backend's ``priority``, highest first."""
-        return sorted(self._backends, key=lambda name: (-self._backends[name].priority, name))
+        """The order ``backend="auto"`` tries: by each backend's ``priority``, highest first
+        (backends with ``auto_candidate = False``, like ``slurm``, only by name)."""
+        candidates = [name for name, backend in self._backends.items() if backend.auto_candidate]
+        return sorted(candidates, key=lambda name: (-self._backends[name].priority, name))
 
     def get(self, name: str) -> type[Backend]:
         """The backend class registered as ``name``; :class:`UnknownBackendError` if none."""

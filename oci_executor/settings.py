@@ -33,6 +33,7 @@ class Option:
     docker: str
     podman: str = "same"
     local: str = "unused"
+    slurm: str = "as Podman (rootless, on the node)"
 
 
 def _text(name: str, *, empty_ok: bool = True) -> Callable[[Any], str]:
@@ -81,6 +82,7 @@ OPTIONS: tuple[Option, ...] = (
         o.check_image,
         "image to create from",
         local="ignored (runs the host's Python)",
+        slurm="image in the node user's rootless store (or pullable there)",
     ),
     Option(
         "backend",
@@ -90,6 +92,7 @@ OPTIONS: tuple[Option, ...] = (
         '`"docker"`',
         '`"podman"`',
         '`"local"`; `"auto"` tries the registered backends by priority: podman, docker, local',
+        '`"slurm"` (never picked by `"auto"`)',
     ),
     Option(
         "address",
@@ -98,6 +101,7 @@ OPTIONS: tuple[Option, ...] = (
         _text("address"),
         "Engine URL; empty: `DOCKER_HOST`, else `unix:///var/run/docker.sock`",
         "service URL; empty: `CONTAINER_HOST`, else `$XDG_RUNTIME_DIR/podman/podman.sock`, else `unix:///run/podman/podman.sock`, else a transient service",
+        slurm="path of the cluster's `slurm.conf` (as `SLURM_CONF`); empty: `SLURM_CONF`, else Slurm's default",
     ),
     Option(
         "pull_policy",
@@ -113,6 +117,7 @@ OPTIONS: tuple[Option, ...] = (
         _text("python", empty_ok=False),
         "interpreter in the image: the container's main process, the resident runner",
         local="unused (the host's `sys.executable`)",
+        slurm="same (its version is checked on the node)",
     ),
     Option(
         "idle_timeout",
@@ -129,6 +134,7 @@ OPTIONS: tuple[Option, ...] = (
         lambda v: o.check_seconds(v, "max_lifetime"),
         "the runner (and so the container) ends after this long in any case; the pool hands no task to a runner within 30 s of it",
         local="same",
+        slurm="same, and the job's `--time` (whole minutes); with a `time_limit`, at most `time_limit` + 60 s",
     ),
     Option(
         "env",
@@ -191,6 +197,7 @@ OPTIONS: tuple[Option, ...] = (
         "`cpu_period=100000`, `cpu_quota=cpus*100000`",
         "same; rootless on cgroup v1: error",
         "error",
+        "`sbatch -c` (rounded up; Slurm enforces it, not Podman)",
     ),
     Option(
         "memory",
@@ -200,6 +207,7 @@ OPTIONS: tuple[Option, ...] = (
         '`mem_limit` and `memswap_limit` (no swap beyond it); `"512m"`, `"2g"` or bytes',
         "same; rootless on cgroup v1: error",
         "error",
+        "`sbatch --mem` (MiB, rounded up; Slurm enforces it, not Podman)",
     ),
     Option(
         "gpus",
@@ -209,6 +217,7 @@ OPTIONS: tuple[Option, ...] = (
         '`device_requests=[DeviceRequest(count or device_ids, capabilities=[["gpu"]])]` (`--gpus`)',
         "CDI `devices`: `nvidia.com/gpu=all`, `=0..N-1`, or `=ID` each",
         "error",
+        "`sbatch --gpus` (count), plus Podman's CDI devices",
     ),
     Option(
         "network",
@@ -266,6 +275,57 @@ OPTIONS: tuple[Option, ...] = (
         lambda v: o.check_seconds(v, "keep_warm", allow_zero=True),
         "seconds an idle warm container waits for another task before it is removed (in the background); `0`: removed after each task",
         local="same",
+        slurm="same (the job ends with its container)",
+    ),
+    Option(
+        "partition",
+        "str",
+        "",
+        _text("partition"),
+        "error (slurm only)",
+        "error (slurm only)",
+        "error (slurm only)",
+        "`sbatch -p`; empty: the cluster's default partition",
+    ),
+    Option(
+        "account",
+        "str",
+        "",
+        _text("account"),
+        "error (slurm only)",
+        "error (slurm only)",
+        "error (slurm only)",
+        "`sbatch -A`",
+    ),
+    Option(
+        "qos",
+        "str",
+        "",
+        _text("qos"),
+        "error (slurm only)",
+        "error (slurm only)",
+        "error (slurm only)",
+        "`sbatch --qos`",
+    ),
+    Option(
+        "slurm_args",
+        "list[str]",
+        [],
+        lambda v: o.check_string_list(v, "slurm_args"),
+        "error (slurm only)",
+        "error (slurm only)",
+        "error (slurm only)",
+        'extra `sbatch` arguments, e.g. `["--constraint=avx2"]`',
+    ),
+    Option(
+        "queue_timeout",
+        "float",
+        600.0,
+        lambda v: o.check_seconds(v, "queue_timeout"),
+        "ignored",
+        "ignored",
+        "ignored",
+        "seconds a job may stay pending; then it is cancelled and the error gives squeue's reason",
     ),
 )
 """Every option, in the order the docs list them."""
@@ -316,6 +376,11 @@ def container_spec(values: Mapping[str, Any], labels: Mapping[str, str]) -> Cont
         gpus=o.parse_gpus(values["gpus"]),
         network=values["network"] or None,
         read_only=values["read_only"],
+        partition=values["partition"] or None,
+        account=values["account"] or None,
+        qos=values["qos"] or None,
+        slurm_args=tuple(values["slurm_args"]),
+        queue_timeout=float(values["queue_timeout"]),
     )
 
 
@@ -331,9 +396,10 @@ def _shown(option: Option) -> str:
 
 def markdown_table() -> str:
     """The options table of ``docs/options.md``."""
-    rows = ["| option | type | default | Docker | Podman | local |", "|---|---|---|---|---|---|"]
+    rows = ["| option | type | default | Docker | Podman | local | Slurm |", "|---|---|---|---|---|---|---|"]
     rows += [
-        f"| `{x.name}` | {x.type} | {_shown(x)} | {x.docker} | {x.podman} | {x.local} |" for x in OPTIONS
+        f"| `{x.name}` | {x.type} | {_shown(x)} | {x.docker} | {x.podman} | {x.local} | {x.slurm} |"
+        for x in OPTIONS
     ]
     return "\n".join(rows) + "\n"
 

@@ -17,6 +17,7 @@ from typing import Any
 from oci_executor.backend import (
     MANAGED_LABEL,
     OPTIONAL_SETTINGS,
+    SCHEDULER_SETTINGS,
     Backend,
     BackendConfig,
     Container,
@@ -63,7 +64,7 @@ print(n)
 class EngineBackend(SdkErrors, Backend):
     """A backend driving a Docker-API-like engine through its Python SDK."""
 
-    supported_options = frozenset(OPTIONAL_SETTINGS)
+    supported_options = frozenset(OPTIONAL_SETTINGS) - frozenset(SCHEDULER_SETTINGS)
 
     def __init__(self, config: BackendConfig | None = None) -> None:
         super().__init__(config)

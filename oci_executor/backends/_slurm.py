@@ -1,0 +1,362 @@
+"""The Slurm command line, the shell run on the nodes, and Slurm's messages mapped to our errors.
+
+The backend talks to Slurm only through its command line tools (``sbatch --parsable``,
+``squeue``, ``srun``, ``scancel``): they are the stable interface across Slurm versions.
+Every step on a node starts with :data:`NODE_PRELUDE`, which fixes one runtime folder for
+rootless Podman (the submit side's ``XDG_RUNTIME_DIR`` means nothing on a node) and checks
+that Podman is there.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pwd
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from oci_executor.backend import MANAGED_LABEL, ContainerSpec
+from oci_executor.errors import (
+    BackendError,
+    ConfigurationError,
+    EngineUnavailableError,
+    OCIExecutorError,
+)
+
+JOB_NAME = "oci-executor"
+"""Every job of ours has this name (the sweeps find them by it)."""
+CONTAINER_PREFIX = "oci-slurm-"
+"""A container is named ``oci-slurm-<job id>-<node>``; its hostname is the same."""
+JOB_LABEL = "io.oci-executor.slurm-job"
+NODE_LABEL = "io.oci-executor.slurm-node"
+CLI_TIMEOUT = 60.0
+"""Seconds any Slurm command may take (the controller answers in milliseconds when up)."""
+ACTIVE_STATES = frozenset(
+    "PENDING CONFIGURING RUNNING COMPLETING SUSPENDED REQUEUED REQUEUE_HOLD REQUEUE_FED "
+    "RESIZING SIGNALING STAGE_OUT STOPPED RESV_DEL_HOLD".split()
+)
+_ACTIVE = " ".join(sorted(ACTIVE_STATES))
+NEVER_RUNS = {
+    "PartitionTimeLimit": "its --time (from max_lifetime, or time_limit + 60 s) is above the partition's "
+    "MaxTime (`sinfo -o '%P %l'` shows it): lower max_lifetime, or use another partition",
+    "PartitionNodeLimit": "it asks for more nodes than the partition allows",
+    "BadConstraints": "no node of the partition can ever meet its request (cpus, memory, gpus or slurm_args): "
+    "`sinfo -N -o '%N %c %m %G'` shows what the nodes have; lower the request or use another partition",
+    "PartitionConfig": "the partition cannot run it as configured (account, qos or node count)",
+    "InvalidAccount": "the account is not valid: `sacctmgr show assoc user=$USER` lists yours",
+    "InvalidQOS": "the qos is not valid for the account: `sacctmgr show assoc user=$USER format=account,qos`",
+}
+"""squeue reasons that mean a pending job will never start, with what to do."""
+
+NODE_ERROR = "oci-executor-node-error:"
+RUNTIME_DIR_EXIT = 97
+NO_PODMAN_EXIT = 98
+NO_IMAGE_EXIT = 95
+
+NODE_PRELUDE = rf"""
+u=$(id -u); h=$(hostname -s)
+export HOME=$(getent passwd "$u" | cut -d: -f6)
+d=/run/user/$u
+if [ -e "$d" ]; then
+  if [ ! -d "$d" ] || [ ! -O "$d" ] || [ ! -w "$d" ] || [ ! -x "$d" ]; then
+    echo "{NODE_ERROR} runtime-dir: $d on node $h is not a folder owned and writable by uid $u" >&2
+    exit {RUNTIME_DIR_EXIT}
+  fi
+else
+  d=/tmp/podman-run-$u
+  mkdir -p -m 700 "$d" 2>/dev/null
+  if [ ! -O "$d" ] || [ ! -w "$d" ]; then
+    echo "{NODE_ERROR} runtime-dir: neither /run/user/$u nor $d is usable on node $h" >&2
+    exit {RUNTIME_DIR_EXIT}
+  fi
+fi
+export XDG_RUNTIME_DIR=$d
+unset CONTAINER_HOST DOCKER_HOST
+if ! command -v podman >/dev/null 2>&1; then
+  echo "{NODE_ERROR} no-podman: podman is not on PATH ($PATH) on node $h" >&2
+  exit {NO_PODMAN_EXIT}
+fi
+"""
+"""Bash run first by the job and by every step: one fixed runtime folder, and Podman there."""
+
+HOLDER = rf"""#!/bin/bash
+# oci-executor: holds the allocation for one container and removes it when the job ends.
+NAME={CONTAINER_PREFIX}$SLURM_JOB_ID-$SLURMD_NODENAME
+{NODE_PRELUDE}
+PIDFILE=$XDG_RUNTIME_DIR/$NAME.conmon
+gone() {{ podman rm -f -t 0 "$NAME" >/dev/null 2>&1; rm -f "$PIDFILE"; }}
+trap 'gone; exit 0' TERM INT HUP
+t=0
+while [ ! -s "$PIDFILE" ]; do  # the driver starts the container; it may have died before
+  if [ "$t" -ge "$START_WAIT" ]; then gone; exit 0; fi
+  sleep 1 & wait $!
+  t=$((t + 1))
+done
+(  # containers of ours on this node whose job ended without its trap (SIGKILL)
+  for c in $(podman ps -a --filter label={JOB_LABEL} --filter label={NODE_LABEL}="$SLURMD_NODENAME" \
+             --format '{{{{.Names}}}}' 2>/dev/null); do
+    j=${{c#{CONTAINER_PREFIX}}}; j=${{j%%-*}}
+    [ "$j" = "$SLURM_JOB_ID" ] && continue
+    state=$(squeue -h -j "$j" -o %T 2>&1) || case "$state" in *"Invalid job id"*) state= ;; *) continue ;; esac
+    case " {_ACTIVE} " in *" $state "*) [ -n "$state" ] && continue ;; esac
+    podman rm -f -t 0 "$c" >/dev/null 2>&1
+  done
+) </dev/null >/dev/null 2>&1 &
+while kill -0 "$(cat "$PIDFILE" 2>/dev/null)" 2>/dev/null; do sleep 1 & wait $!; done
+gone
+"""
+"""The job script: waits for the container, ends when it ends; its trap removes it on scancel
+and at the time limit."""
+
+PREFLIGHT = rf"""
+img=$1; policy=$2
+if [ "$policy" = always ] || ! podman image exists "$img"; then
+  if [ "$policy" = never ]; then
+    echo "{NODE_ERROR} no-image: image $img is not in the rootless image store of uid $u on node $h" >&2
+    exit {NO_IMAGE_EXIT}
+  fi
+  podman pull -q "$img" >/dev/null || {{
+    echo "{NODE_ERROR} pull: could not pull $img on node $h" >&2
+    exit {NO_IMAGE_EXIT}
+  }}
+fi
+"""
+"""Checks the image in the node user's store (pulling it per the pull policy)."""
+
+
+@dataclass(frozen=True)
+class Cli:
+    """How to run Slurm's tools: the config file, and (as root) the user jobs run as."""
+
+    conf: str | None = None
+    user: str | None = None
+
+    @classmethod
+    def from_address(cls, address: str | None) -> Cli:
+        """``[user@]/path/to/slurm.conf``; empty: ``SLURM_CONF`` or Slurm's default."""
+        user, _, conf = (address or "").rpartition("@")
+        if user and os.geteuid() != 0:
+            raise ConfigurationError(
+                f"address={address!r} names a user ({user}) to run jobs as: only root may do that "
+                "(sbatch --uid). Leave the user out: your jobs run as you."
+            )
+        if user:
+            try:
+                pwd.getpwnam(user)
+            except KeyError:
+                raise ConfigurationError(f"address={address!r}: there is no user {user!r} here") from None
+        return cls(conf or None, user or None)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.conf:
+            env["SLURM_CONF"] = self.conf
+        return env
+
+    def as_user(self) -> list[str]:
+        return [f"--uid={self.user}", f"--gid={pwd.getpwnam(self.user).pw_gid}"] if self.user else []
+
+    def run(
+        self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float = CLI_TIMEOUT
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run a Slurm tool; a missing tool or a hang is :class:`EngineUnavailableError`."""
+        try:
+            return subprocess.run(
+                list(argv),
+                input=stdin,
+                capture_output=True,
+                env=self.env(),
+                timeout=timeout,
+                stdin=None if stdin is not None else subprocess.DEVNULL,
+                cwd="/",
+            )
+        except FileNotFoundError:
+            raise EngineUnavailableError(not_installed()) from None
+        except subprocess.TimeoutExpired:
+            raise EngineUnavailableError(
+                f"`{' '.join(argv[:2])} ...` did not answer within {timeout:g} s: {controller_fix(self.conf)}"
+            ) from None
+
+    def srun(self, job_id: str, script: str, args: Sequence[str] = ()) -> list[str]:
+        """argv of a step in job ``job_id`` running :data:`NODE_PRELUDE` + ``script`` with ``args``."""
+        return [
+            "srun",
+            f"--jobid={job_id}",
+            "--overlap",
+            "--quiet",
+            "--unbuffered",  # srun holds output until a newline otherwise: frames have none
+            "--ntasks=1",
+            *self.as_user(),
+            "bash",
+            "-c",
+            NODE_PRELUDE + script,
+            "oci-executor-step",
+            *args,
+        ]
+
+
+def installed() -> bool:
+    return shutil.which("sbatch") is not None
+
+
+def not_installed() -> str:
+    return (
+        "Slurm's command line tools (sbatch, squeue, srun, scancel) are not installed here. Install them "
+        "(Debian/Ubuntu: `apt-get install slurm-client`, plus the cluster's munge key) on the machine that "
+        "runs the Covalent server, and point SLURM_CONF (or the address option) at the cluster's slurm.conf"
+    )
+
+
+def controller_fix(conf: str | None) -> str:
+    where = conf or os.environ.get("SLURM_CONF") or "the default /etc/slurm/slurm.conf"
+    return (
+        f"the Slurm controller does not answer. Check that slurmctld runs (`scontrol ping`), that munge "
+        f"works (`munge -n | unmunge`), and that {where} is your cluster's slurm.conf (set SLURM_CONF or "
+        "the executor's address to its path)"
+    )
+
+
+def job_seconds(spec: ContainerSpec) -> float:
+    """The job's wall time in seconds (its ``--time`` is this in whole minutes)."""
+    return spec.max_lifetime
+
+
+def sbatch_argv(cli: Cli, spec: ContainerSpec, comment: str) -> list[str]:
+    """``sbatch`` arguments for the job holding one container of ``spec``."""
+    argv = [
+        "sbatch",
+        "--parsable",
+        f"--job-name={JOB_NAME}",
+        f"--comment={comment}",
+        "--nodes=1",
+        "--ntasks=1",
+        "--output=/dev/null",
+        "--chdir=/tmp",
+        f"--time={max(1, math.ceil(job_seconds(spec) / 60))}",
+        f"--export=ALL,START_WAIT={max(5, math.ceil(spec.idle_timeout))}",
+        *cli.as_user(),
+    ]
+    if spec.partition:
+        argv.append(f"--partition={spec.partition}")
+    if spec.account:
+        argv.append(f"--account={spec.account}")
+    if spec.qos:
+        argv.append(f"--qos={spec.qos}")
+    if spec.cpus:
+        argv.append(f"--cpus-per-task={math.ceil(spec.cpus)}")
+    if spec.memory:
+        argv.append(f"--mem={math.ceil(spec.memory / 1024**2)}M")
+    if spec.gpus:
+        count = len(spec.gpus.device_ids) or spec.gpus.count
+        if count > 0:
+            argv.append(f"--gpus={count}")
+    argv += list(spec.slurm_args)
+    return argv
+
+
+def sbatch_error(stderr: str, spec: ContainerSpec, cli: Cli) -> OCIExecutorError:
+    """Our error for a refused ``sbatch``, with its fix."""
+    text = " ".join(stderr.split()).replace("sbatch: error: ", "")
+    lower = text.lower()
+    if "invalid partition" in lower:
+        return ConfigurationError(
+            f"Slurm has no partition {spec.partition!r} ({text}). `sinfo -s` lists the partitions: set "
+            "'partition' to one of them, or leave it empty for the cluster's default."
+        )
+    if "invalid account" in lower:
+        return ConfigurationError(
+            f"Slurm refused the account {spec.account!r} ({text}). `sacctmgr show assoc user=$USER` lists "
+            "the accounts (and partitions) you may use: set 'account' to one of them, or leave it empty."
+        )
+    if "invalid qos" in lower:
+        return ConfigurationError(
+            f"Slurm refused the qos {spec.qos!r} ({text}). `sacctmgr show assoc user=$USER format=account,qos` "
+            "lists the ones you may use: set 'qos' to one of them, or leave it empty."
+        )
+    if any(s in lower for s in ("unable to contact", "socket timed out", "zero bytes were transmitted")):
+        return EngineUnavailableError(f"sbatch failed ({text}): {controller_fix(cli.conf)}.")
+    if "time limit" in lower:
+        return ConfigurationError(
+            f"Slurm refused the job's time limit ({text}): its --time comes from max_lifetime (or time_limit "
+            "+ 60 s); lower it below the partition's MaxTime (`sinfo -o '%P %l'`)."
+        )
+    if "unrecognized option" in lower or "invalid option" in lower or "unknown option" in lower:
+        return ConfigurationError(f"sbatch refused an argument ({text}): check 'slurm_args'.")
+    return BackendError(
+        f"sbatch refused the job: {text}. Check the Slurm options (partition, slurm_args...)."
+    )
+
+
+def node_error(stderr: str, exit_code: int, spec_image: str, node: str) -> OCIExecutorError | None:
+    """Our error for a failed step on a node, when it is one of the checks of ours."""
+    from oci_executor.errors import ImageNotFoundError, ImagePullError
+
+    text = stderr.strip()
+    line = next((x for x in text.splitlines() if x.startswith(NODE_ERROR)), "")
+    if exit_code == RUNTIME_DIR_EXIT and line:
+        return EngineUnavailableError(
+            f"rootless Podman has no usable runtime folder (XDG_RUNTIME_DIR) on node {node}: "
+            f"{line[len(NODE_ERROR) :].strip()}. Fix on the node: an admin creates /run/user/UID owned by "
+            "the user (`install -d -o USER -m 700 /run/user/UID`, or `loginctl enable-linger USER`), or "
+            "removes the foreign one so Podman uses /tmp/podman-run-UID. See docs/slurm.md."
+        )
+    if exit_code == NO_PODMAN_EXIT and line:
+        return EngineUnavailableError(
+            f"Podman is missing on node {node}: {line[len(NODE_ERROR) :].strip()}. The slurm backend runs "
+            "each task with rootless Podman on the node: ask the admin to install it on every node "
+            "(`apt-get install podman uidmap slirp4netns fuse-overlayfs`), or exclude nodes without it "
+            "(slurm_args=['--constraint=podman'])."
+        )
+    if exit_code == NO_IMAGE_EXIT and line:
+        cls = ImageNotFoundError if "no-image" in line else ImagePullError
+        detail = text.replace(line, "").strip()[-1000:]
+        return cls(
+            f"{line[len(NODE_ERROR) :].strip()}{f' ({detail})' if detail else ''}. The image must be in the "
+            f"rootless store of the user running the jobs on every node: load it there (`podman load -i "
+            f"image.tar` as that user, on each node or on a shared store), or make it pullable from the "
+            f"node (pull_policy='missing').",
+            image=spec_image,
+        )
+    return None
+
+
+def container_args(spec: ContainerSpec) -> list[str]:
+    """``podman run`` options for the spec (rootless Podman on the node)."""
+    from oci_executor.backends.podman import cdi_devices
+
+    args = [f"--label={key}={value}" for key, value in spec.labels.items()]
+    args += ["--env=SLURMD_NODENAME", "--env=SLURM_JOB_ID"]
+    args += [f"--env={key}={value}" for key, value in spec.env.items()]
+    for volume in spec.volumes:
+        options = ["ro" if volume.read_only else "rw"] + (["z"] if spec.selinux_relabel else [])
+        args.append(f"--volume={volume.host}:{volume.container}:{','.join(options)}")
+    if spec.userns:
+        args.append(f"--userns={spec.userns}")
+    elif spec.volumes:
+        args.append("--userns=keep-id")  # files the task writes belong to the user on the node
+    if spec.workdir:
+        args.append(f"--workdir={spec.workdir}")
+    if spec.user:
+        args.append(f"--user={spec.user}")
+    if spec.shm_size:
+        args.append(f"--shm-size={spec.shm_size}")
+    if spec.network:
+        args.append(f"--network={spec.network}")
+    if spec.read_only:
+        args += ["--read-only", "--tmpfs=/tmp:rw,mode=1777"]
+    if spec.gpus:
+        args += [f"--device={device}" for device in cdi_devices(spec)]
+    return args
+
+
+def decode(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def labels_filter(labels: Mapping[str, str]) -> list[str]:
+    return [f"--filter=label={key}={value}" for key, value in labels.items()]
+
+
+MANAGED = f"{MANAGED_LABEL}=true"

@@ -1,0 +1,458 @@
+"""The ``slurm`` backend: one Slurm job holds one rootless Podman container.
+
+Slurm decides where a task runs; Podman runs it. The verbs map onto a job:
+
+- ``create``: ``sbatch`` a holder script (:data:`_slurm.HOLDER`), wait until it runs, check
+  the image on its node, then start the container as a step of the job: ``srun --jobid J
+  --overlap podman run -i --rm ... python3 -c BOOTSTRAP``. That step's stdin and stdout are
+  the runner's channel, as the local backend's subprocess pipes are. The handle (the
+  container's id, name and hostname) is ``oci-slurm-<job id>-<node>``.
+- ``exec``, ``copy_in``, ``copy_out``: ``srun --jobid J --overlap podman exec/cp``, streaming.
+- ``stop``/``remove``: ``podman rm -f -t 0`` on the node, ``scancel``, and wait until the job
+  has ended.
+
+Nothing outlives its driver: the driver's death closes the step's stdin, so the runner ends
+and Podman removes the container; the holder ends when the container has ended (or was never
+started within ``idle_timeout``); its trap removes the container on ``scancel`` and at the
+job's time limit; and a new backend cancels the jobs of dead drivers on this host, while each
+new job removes containers on its node whose job is gone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+
+from oci_executor.backend import (
+    OPTIONAL_SETTINGS,
+    Backend,
+    BackendConfig,
+    Container,
+    ContainerSpec,
+    ExecResult,
+)
+from oci_executor.backends import _slurm as s
+from oci_executor.backends._archive import make_tar, read_tar
+from oci_executor.backends.local import PipeChannel
+from oci_executor.channel import Channel
+from oci_executor.errors import (
+    BackendError,
+    ConfigurationError,
+    ContainerError,
+    ContainerNotFoundError,
+    EngineUnavailableError,
+    OCIExecutorError,
+)
+from oci_executor.hookspecs import hookimpl
+from oci_executor.registry import BackendRegistry
+
+log = logging.getLogger(__name__)
+
+SCRATCH_DIR = "/tmp/oci-executor"
+JOB_TIME_MARGIN = 60.0
+"""Seconds a job lives beyond a task's ``time_limit`` (start-up and clean-up)."""
+GONE_TIMEOUT = 30.0
+_HANDLE = re.compile(rf"^{s.CONTAINER_PREFIX}(\d+)-(.+)$")
+
+
+def parse_handle(container_id: str) -> tuple[str, str]:
+    """``(job id, node)`` from a container id ``oci-slurm-<job>-<node>``."""
+    match = _HANDLE.match(container_id)
+    if not match:
+        raise ContainerNotFoundError(f"{container_id!r} is not a slurm backend container handle")
+    return match.group(1), match.group(2)
+
+
+def _driver_tag() -> str:
+    """``host:pid:start`` of this process, so a later sweep can tell whether it still lives."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def _start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+class SlurmBackend(Backend):
+    """Each container is a Slurm job's rootless Podman container on the job's node."""
+
+    name = "slurm"
+    priority = -20
+    auto_candidate = False
+    supported_options = frozenset(OPTIONAL_SETTINGS)
+
+    def __init__(self, config: BackendConfig | None = None) -> None:
+        super().__init__(config)
+        self.cli = s.Cli.from_address(self.config.address)
+        self._steps: dict[str, subprocess.Popen[bytes]] = {}
+        self._stderr: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    # -- the cluster -------------------------------------------------------------------
+
+    def describe(self) -> str:
+        where = self.cli.conf or os.environ.get("SLURM_CONF") or "default slurm.conf"
+        return f"slurm ({where}{f', jobs as {self.cli.user}' if self.cli.user else ''})"
+
+    def installed(self) -> bool:
+        return s.installed()
+
+    def available(self) -> bool:
+        return self.problem() is None
+
+    def problem(self) -> str | None:
+        try:
+            self.check()
+        except OCIExecutorError as exc:
+            return str(exc)
+        return None
+
+    def check(self) -> None:
+        if not s.installed():
+            raise EngineUnavailableError(s.not_installed())
+        result = self.cli.run(["sinfo", "--noheader", "--format=%P"], timeout=15)
+        if result.returncode != 0:
+            raise EngineUnavailableError(
+                f"sinfo failed ({' '.join(s.decode(result.stderr).split())}): {s.controller_fix(self.cli.conf)}."
+            )
+
+    def adapt_spec(self, spec: ContainerSpec, time_limit: float | None) -> ContainerSpec:
+        """A task's ``time_limit`` bounds its job's ``--time`` (and the runner's lifetime)."""
+        if time_limit:
+            return dataclasses.replace(
+                spec, max_lifetime=min(spec.max_lifetime, time_limit + JOB_TIME_MARGIN)
+            )
+        return spec
+
+    # -- create: submit, wait for a node, check the image, start the container ----------
+
+    def create(self, spec: ContainerSpec) -> Container:
+        if not spec.command:
+            raise ConfigurationError("a container needs a main process (ContainerSpec.command)")
+        if not s.installed():
+            raise EngineUnavailableError(s.not_installed())
+        result = self.cli.run(
+            s.sbatch_argv(self.cli, spec, f"oci-executor driver={_driver_tag()}"), stdin=s.HOLDER.encode()
+        )
+        if result.returncode != 0:
+            raise s.sbatch_error(s.decode(result.stderr), spec, self.cli)
+        job_id = s.decode(result.stdout).strip().split(";")[0]
+        if not job_id.isdigit():
+            raise BackendError(f"sbatch answered {job_id!r}, not a job id")
+        try:
+            node = self._wait_running(job_id, spec)
+            container_id = f"{s.CONTAINER_PREFIX}{job_id}-{node}"
+            self._preflight(job_id, node, spec)
+            self._start(container_id, job_id, spec)
+        except BaseException:
+            self._end_job(job_id)
+            raise
+        return Container(
+            id=container_id,
+            backend=self.name,
+            image=spec.image,
+            image_id=spec.image,
+            scratch_dir=SCRATCH_DIR,
+            python=spec.python,
+            address=self.config.address or "",
+        )
+
+    def _wait_running(self, job_id: str, spec: ContainerSpec) -> str:
+        """The job's node once it runs; a job pending past ``queue_timeout`` is cancelled."""
+        start = time.monotonic()
+        delay = 0.02
+        last_reason = ""
+        while True:
+            state, node, reason = self._job_state(job_id)
+            if state == "RUNNING" and node:
+                return node
+            if state not in s.ACTIVE_STATES:
+                raise BackendError(
+                    f"Slurm job {job_id} ended before it started ({state or 'gone'}"
+                    f"{f', reason {reason}' if reason and reason != 'None' else ''}). "
+                    "`sacct -j {job_id}` or the slurmctld log says why; check the Slurm options."
+                )
+            if reason in s.NEVER_RUNS:
+                raise BackendError(
+                    f"Slurm job {job_id} can never start: squeue says {reason}: {s.NEVER_RUNS[reason]}. "
+                    "The job was cancelled."
+                )
+            if reason != last_reason and reason not in ("None", ""):
+                log.info("Slurm job %s is %s (reason: %s)", job_id, state.lower(), reason)
+                last_reason = reason
+            waited = time.monotonic() - start
+            if waited > spec.queue_timeout:
+                raise BackendError(
+                    f"Slurm job {job_id} was still pending after queue_timeout={spec.queue_timeout:g} s "
+                    f"(squeue's reason: {reason or 'none given'}; {_pending_advice(reason)}). It was cancelled. "
+                    "Raise queue_timeout to wait longer, or ask for less (cpus, memory, gpus) or another partition."
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+
+    def _job_state(self, job_id: str) -> tuple[str, str, str]:
+        """``(state, node, reason)``; state ``""`` once the job is gone."""
+        result = self.cli.run(["squeue", "--noheader", f"--jobs={job_id}", "--format=%T|%N|%r"])
+        out, err = s.decode(result.stdout).strip(), s.decode(result.stderr)
+        if result.returncode != 0:
+            if "invalid job id" in err.lower():
+                return "", "", ""
+            raise EngineUnavailableError(
+                f"squeue failed ({' '.join(err.split())}): {s.controller_fix(self.cli.conf)}."
+            )
+        if not out:
+            return "", "", ""
+        state, node, reason = (out.splitlines()[0].split("|") + ["", ""])[:3]
+        return state, node, reason
+
+    def _preflight(self, job_id: str, node: str, spec: ContainerSpec) -> None:
+        """The node has a usable runtime folder, Podman, and the image (pulled per policy)."""
+        result = self.cli.run(
+            self.cli.srun(job_id, s.PREFLIGHT, [spec.image, self.config.pull_policy]), timeout=600
+        )
+        if result.returncode != 0:
+            err = s.decode(result.stderr)
+            mapped = s.node_error(err, result.returncode, spec.image, node)
+            raise mapped or BackendError(
+                f"the check of node {node} (job {job_id}) failed with code {result.returncode}: "
+                f"{err.strip()[-2000:]}"
+            )
+
+    def _start(self, container_id: str, job_id: str, spec: ContainerSpec) -> None:
+        """Start the container as a step of the job; its stdin/stdout become the channel."""
+        node = parse_handle(container_id)[1]
+        run = [
+            "run",
+            "--interactive",
+            "--rm",
+            f"--name={container_id}",
+            f"--hostname={container_id}",
+            "--log-driver=none",
+            "--pull=never",
+            f"--label={s.JOB_LABEL}={job_id}",
+            f"--label={s.NODE_LABEL}={node}",
+            *s.container_args(spec),
+            spec.image,
+            *spec.command,
+        ]
+        # The conmon pid file (the holder watches it) lives in the node's runtime folder.
+        script = (
+            f"NAME={container_id}\n"
+            'args=(); for a in "$@"; do [ "$a" = @PIDFILE@ ] && a=--conmon-pidfile=$XDG_RUNTIME_DIR/$NAME.conmon; '
+            'args+=("$a"); done; exec podman "${args[@]}"'
+        )
+        run.insert(run.index(spec.image), "@PIDFILE@")
+        handle, stderr_path = tempfile.mkstemp(prefix=f"oci-executor-{container_id}-", suffix=".stderr")
+        try:
+            argv = self.cli.srun(job_id, script, run)
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=handle,
+                env=self.cli.env(),
+                cwd="/",
+                bufsize=0,
+                start_new_session=True,  # a Ctrl-C of the driver is not the step's to see
+            )
+        except FileNotFoundError:
+            os.unlink(stderr_path)
+            raise EngineUnavailableError(s.not_installed()) from None
+        finally:
+            os.close(handle)
+        with self._lock:
+            self._steps[container_id] = process
+            self._stderr[container_id] = stderr_path
+
+    # -- the verbs on a running container ------------------------------------------------
+
+    def attach(self, container: Container) -> Channel:
+        with self._lock:
+            process = self._steps.get(container.id)
+            stderr_path = self._stderr.get(container.id, "")
+        if process is None or process.stdin is None or process.stdout is None:
+            raise ContainerError(f"container {container.id} was not started by this process: cannot attach")
+        return PipeChannel(process, stderr_path)
+
+    def _step(
+        self, container: Container, podman_args: Sequence[str], stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        job_id, node = parse_handle(container.id)
+        result = self.cli.run(
+            self.cli.srun(job_id, 'exec podman "$@"', podman_args), stdin=stdin, timeout=3600
+        )
+        if result.returncode != 0:
+            err = s.decode(result.stderr)
+            mapped = s.node_error(err, result.returncode, container.image, node)
+            if mapped is not None:
+                raise mapped
+            lower = err.lower()
+            if (
+                "no such container" in lower
+                or "invalid job id" in lower
+                or "job/step already completing" in lower
+            ):
+                raise ContainerNotFoundError(
+                    f"container {container.id} (Slurm job {job_id} on {node}) is gone: {err.strip()[-500:]}",
+                    container_id=container.id,
+                )
+        return result
+
+    def exec(
+        self,
+        container: Container,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+    ) -> ExecResult:
+        args = ["exec"] + [f"--env={k}={v}" for k, v in (env or {}).items()]
+        if workdir:
+            args.append(f"--workdir={workdir}")
+        result = self._step(container, [*args, container.id, *argv])
+        return ExecResult(result.returncode, result.stdout, result.stderr)
+
+    def copy_in(self, container: Container, dest_dir: str, files: Mapping[str, bytes]) -> None:
+        result = self._step(container, ["cp", "-", f"{container.id}:/"], stdin=make_tar(dest_dir, files))
+        if result.returncode != 0:
+            raise ContainerError(
+                f"could not copy files into {container.id}: {s.decode(result.stderr).strip()[-1000:]}"
+            )
+
+    def copy_out(self, container: Container, src_dir: str) -> dict[str, bytes]:
+        result = self._step(container, ["cp", f"{container.id}:{src_dir}", "-"])
+        if result.returncode != 0:
+            raise ContainerError(
+                f"could not copy {src_dir} out of {container.id}: {s.decode(result.stderr).strip()[-1000:]}"
+            )
+        return read_tar([result.stdout], src_dir)
+
+    # -- stop, remove, sweep -------------------------------------------------------------
+
+    def stop(self, container: Container) -> None:
+        """Kill and remove the container on its node, cancel its job, and wait until it ended."""
+        job_id, _ = parse_handle(container.id)
+        state, _, _ = self._job_state(job_id)
+        if state == "RUNNING":
+            try:
+                self._step(container, ["rm", "--force", "--time=0", container.id])
+            except ContainerNotFoundError:
+                pass
+        self._end_job(job_id)
+
+    def remove(self, container: Container) -> None:
+        self.stop(container)
+        with self._lock:
+            process = self._steps.pop(container.id, None)
+            stderr_path = self._stderr.pop(container.id, None)
+        if process is not None:
+            for pipe in (process.stdin, process.stdout):
+                if pipe is not None:
+                    pipe.close()
+            try:
+                process.wait(timeout=GONE_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if stderr_path:
+            try:
+                os.unlink(stderr_path)
+            except OSError:
+                pass
+
+    def _end_job(self, job_id: str) -> None:
+        """``scancel`` the job (its trap removes the container) and wait until it has ended."""
+        self.cli.run(["scancel", *self._scancel_user(), job_id])
+        deadline = time.monotonic() + GONE_TIMEOUT
+        delay = 0.02
+        while True:
+            state, _, _ = self._job_state(job_id)
+            if state not in s.ACTIVE_STATES:
+                return
+            if time.monotonic() > deadline:
+                raise ContainerError(
+                    f"Slurm job {job_id} was cancelled but is still {state} after {GONE_TIMEOUT:g} s"
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
+
+    def _scancel_user(self) -> list[str]:
+        return []
+
+    def sweep_unstarted(self, older_than: float) -> list[str]:
+        """Cancel our jobs whose driver, a process on this host, has died (their traps remove
+        the containers); jobs of drivers elsewhere end by their own limits."""
+        result = self.cli.run(
+            [
+                "squeue",
+                "--noheader",
+                f"--name={s.JOB_NAME}",
+                f"--user={self.cli.user or _me()}",
+                "--format=%i|%k",
+            ]
+        )
+        if result.returncode != 0:
+            return []
+        host = socket.gethostname()
+        swept = []
+        for line in s.decode(result.stdout).splitlines():
+            job_id, _, comment = line.partition("|")
+            tag = comment.rpartition("driver=")[2]
+            tag_host, _, rest = tag.partition(":")
+            pid, _, started = rest.partition(":")
+            if tag_host != host or not pid.isdigit():
+                continue
+            if _start_time(int(pid)) == started and started:
+                continue  # its driver lives
+            try:
+                self._end_job(job_id.strip())
+                swept.append(job_id.strip())
+            except OCIExecutorError as exc:
+                log.debug("could not sweep Slurm job %s: %s", job_id, exc)
+        return swept
+
+    def close(self) -> None:
+        with self._lock:
+            ids = list(self._steps)
+        for container_id in ids:
+            job_id, node = parse_handle(container_id)
+            try:
+                self.remove(Container(container_id, self.name, "", "", SCRATCH_DIR, ""))
+            except OCIExecutorError as exc:
+                log.warning("could not remove Slurm job %s on %s: %s", job_id, node, exc)
+
+
+def _me() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def _pending_advice(reason: str) -> str:
+    if reason in ("Resources", "Priority", "Dependency", "ReqNodeNotAvail, Reserved for maintenance"):
+        return "the cluster has no free node for the request now"
+    if reason.startswith(("AssocGrp", "AssocMax", "QOS")):
+        return "a limit of the account or qos holds it"
+    if (
+        reason in ("PartitionDown", "PartitionInactive")
+        or "ReqNodeNotAvail" in reason
+        or "NodeDown" in reason
+    ):
+        return "the partition or its nodes are down or drained: `sinfo` shows them; ask the cluster admin"
+    return "`squeue -j JOB -o %r` and `scontrol show job JOB` tell more"
+
+
+@hookimpl
+def oci_executor_register_backends(registry: BackendRegistry) -> None:
+    registry.add(SlurmBackend)
