@@ -104,6 +104,7 @@ AccountingStorageType=accounting_storage/none
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
+DefMemPerCPU=250
 SlurmdParameters=config_overrides
 ReturnToService=2
 KillWait=5

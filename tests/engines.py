@@ -14,9 +14,13 @@ import pytest
 
 ROOTLESS_USER = os.environ.get("OCI_TEST_ROOTLESS_USER", "ocitest")
 ENGINE_TARGETS = ["docker", "podman", "podman-rootless"]
-CONTRACT_TARGETS = ["local", *ENGINE_TARGETS]
+CONTRACT_TARGETS = ["local", *ENGINE_TARGETS, "slurm"]
+SLURM_CONF = os.environ.get("OCI_TEST_SLURM_CONF", "/run/oci-executor/slurm/slurm.conf")
+"""The test cluster's config, written by scripts/setup-slurm.sh."""
 LABEL = "io.oci-executor.managed=true"
-SETUP_HINT = "run `sudo bash scripts/setup-engines.sh` to install and start the test engines"
+SETUP_HINT = (
+    "run `sudo bash scripts/setup-engines.sh` to install and start the test engines (and the test Slurm cluster)"
+)
 
 
 def in_ci() -> bool:
@@ -44,7 +48,64 @@ def address(target_id: str) -> str:
         except KeyError:
             return f"unix:///run/user/<no user {ROOTLESS_USER}>/podman/podman.sock"
         return os.environ.get("OCI_TEST_PODMAN_ROOTLESS_HOST", f"unix:///run/user/{uid}/podman/podman.sock")
+    if target_id == "slurm":
+        # The tests run as root: jobs run as the rootless test user (sbatch/srun --uid).
+        return f"{ROOTLESS_USER}@{SLURM_CONF}" if os.geteuid() == 0 else SLURM_CONF
     raise ValueError(target_id)
+
+
+def as_test_user(*argv: str) -> list[str]:
+    """``argv`` run as the rootless test user with its own runtime folder (from root)."""
+    if os.geteuid() != 0:
+        return list(argv)
+    uid = pwd.getpwnam(ROOTLESS_USER).pw_uid
+    return ["runuser", "-u", ROOTLESS_USER, "--", "env", f"XDG_RUNTIME_DIR=/run/user/{uid}", *argv]
+
+
+def slurm_env() -> dict[str, str]:
+    return {**os.environ, "SLURM_CONF": SLURM_CONF}
+
+
+def _slurm_problem() -> str | None:
+    """Why the test cluster cannot run the tests, or None."""
+    import subprocess
+
+    try:
+        info = subprocess.run(
+            ["sinfo", "--noheader", "--format=%N %t"], capture_output=True, text=True, env=slurm_env(), timeout=20
+        )
+        if info.returncode != 0:
+            return f"sinfo failed: {info.stderr.strip()}"
+        image = subprocess.run(
+            as_test_user("podman", "image", "exists", test_image()), capture_output=True, text=True, timeout=60
+        )
+        if image.returncode != 0:
+            return f"image {test_image()} not in {ROOTLESS_USER}'s rootless store"
+    except (OSError, subprocess.TimeoutExpired, KeyError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def slurm_leftovers() -> list[str]:
+    """Our jobs still in the queue (``job:ID``) and our containers on the nodes (``container:NAME``)."""
+    import subprocess
+
+    jobs = subprocess.run(
+        ["squeue", "--noheader", "--name=oci-executor", "--format=%i"],
+        capture_output=True,
+        text=True,
+        env=slurm_env(),
+        timeout=30,
+    )
+    found = [f"job:{line.strip()}" for line in jobs.stdout.splitlines() if line.strip()]
+    ps = subprocess.run(
+        as_test_user("podman", "ps", "--all", f"--filter=label={LABEL}", "--format={{.Names}}"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    found += [f"container:{name}" for name in ps.stdout.split() if name.startswith("oci-slurm-")]
+    return sorted(found)
 
 
 def _client(backend: str, addr: str):  # type: ignore[no-untyped-def]
@@ -60,21 +121,26 @@ def _client(backend: str, addr: str):  # type: ignore[no-untyped-def]
 _status: dict[str, str | None] = {}
 
 
+def _engine_problem(backend: str, addr: str) -> str | None:
+    """Why the engine cannot run the tests (no answer, no test image), or None."""
+    try:
+        client = _client(backend, addr)
+        client.ping()
+        try:
+            client.images.get(test_image())
+        finally:
+            client.close()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not usable"
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def require_engine(target_id: str) -> str:
     """The engine's address, once it answered and has the test image; else skip or fail."""
     addr = address(target_id)
     if target_id not in _status:
         backend = "podman" if target_id.startswith("podman") else target_id
-        problem = None
-        try:
-            client = _client(backend, addr)
-            client.ping()
-            try:
-                client.images.get(test_image())
-            finally:
-                client.close()
-        except Exception as exc:  # noqa: BLE001 - any failure means "not usable"
-            problem = f"{type(exc).__name__}: {exc}"
+        problem = _slurm_problem() if target_id == "slurm" else _engine_problem(backend, addr)
         _status[target_id] = problem
     problem = _status[target_id]
     if problem:
@@ -109,7 +175,10 @@ def container_attrs(backend: str, addr: str, container_id: str) -> dict:  # type
 
 
 def labelled_containers(backend: str, addr: str) -> list[str]:
-    """IDs of all containers (running or not) that carry our managed label."""
+    """IDs of all containers (running or not) that carry our managed label (for slurm, our
+    jobs in the queue as well)."""
+    if backend == "slurm":
+        return slurm_leftovers()
     client = _client(backend, addr)
     try:
         return container_ids(client, LABEL)

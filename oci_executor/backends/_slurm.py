@@ -44,7 +44,8 @@ NEVER_RUNS = {
     "PartitionNodeLimit": "it asks for more nodes than the partition allows",
     "BadConstraints": "no node of the partition can ever meet its request (cpus, memory, gpus or slurm_args): "
     "`sinfo -N -o '%N %c %m %G'` shows what the nodes have; lower the request or use another partition",
-    "PartitionConfig": "the partition cannot run it as configured (account, qos or node count)",
+    "PartitionConfig": "it asks for more than the partition's nodes have (cpus, memory, gpus) or for an account "
+    "or qos the partition does not allow: `sinfo -N -o '%N %P %c %m %G'` shows the nodes; ask for less",
     "InvalidAccount": "the account is not valid: `sacctmgr show assoc user=$USER` lists yours",
     "InvalidQOS": "the qos is not valid for the account: `sacctmgr show assoc user=$USER format=account,qos`",
 }
@@ -55,36 +56,43 @@ RUNTIME_DIR_EXIT = 97
 NO_PODMAN_EXIT = 98
 NO_IMAGE_EXIT = 95
 
-NODE_PRELUDE = rf"""
+NODE_CHECKS = rf"""
+oci_node() {{
 u=$(id -u); h=$(hostname -s)
 export HOME=$(getent passwd "$u" | cut -d: -f6)
 d=/run/user/$u
 if [ -e "$d" ]; then
   if [ ! -d "$d" ] || [ ! -O "$d" ] || [ ! -w "$d" ] || [ ! -x "$d" ]; then
     echo "{NODE_ERROR} runtime-dir: $d on node $h is not a folder owned and writable by uid $u" >&2
-    exit {RUNTIME_DIR_EXIT}
+    return {RUNTIME_DIR_EXIT}
   fi
 else
   d=/tmp/podman-run-$u
   mkdir -p -m 700 "$d" 2>/dev/null
   if [ ! -O "$d" ] || [ ! -w "$d" ]; then
     echo "{NODE_ERROR} runtime-dir: neither /run/user/$u nor $d is usable on node $h" >&2
-    exit {RUNTIME_DIR_EXIT}
+    return {RUNTIME_DIR_EXIT}
   fi
 fi
 export XDG_RUNTIME_DIR=$d
 unset CONTAINER_HOST DOCKER_HOST
 if ! command -v podman >/dev/null 2>&1; then
   echo "{NODE_ERROR} no-podman: podman is not on PATH ($PATH) on node $h" >&2
-  exit {NO_PODMAN_EXIT}
+  return {NO_PODMAN_EXIT}
 fi
+}}
 """
-"""Bash run first by the job and by every step: one fixed runtime folder, and Podman there."""
+NODE_PRELUDE = NODE_CHECKS + "oci_node || exit $?\n"
+"""Bash run first by every step: one fixed runtime folder, and Podman there."""
 
 HOLDER = rf"""#!/bin/bash
 # oci-executor: holds the allocation for one container and removes it when the job ends.
 NAME={CONTAINER_PREFIX}$SLURM_JOB_ID-$SLURMD_NODENAME
-{NODE_PRELUDE}
+{NODE_CHECKS}
+if ! oci_node 2>/dev/null; then  # the driver's check of the node reports it; it cancels the job
+  sleep 60 & wait $!
+  exit 1
+fi
 PIDFILE=$XDG_RUNTIME_DIR/$NAME.conmon
 gone() {{ podman rm -f -t 0 "$NAME" >/dev/null 2>&1; rm -f "$PIDFILE"; }}
 trap 'gone; exit 0' TERM INT HUP
@@ -256,6 +264,14 @@ def sbatch_argv(cli: Cli, spec: ContainerSpec, comment: str) -> list[str]:
     return argv
 
 
+def request(spec: ContainerSpec) -> str:
+    """The job's request, for messages."""
+    return (
+        f"cpus={spec.cpus or 1}, memory={spec.memory or 'default'}, gpus={'yes' if spec.gpus else 'no'}, "
+        f"partition={spec.partition or 'default'}, slurm_args={list(spec.slurm_args)}"
+    )
+
+
 def sbatch_error(stderr: str, spec: ContainerSpec, cli: Cli) -> OCIExecutorError:
     """Our error for a refused ``sbatch``, with its fix."""
     text = " ".join(stderr.split()).replace("sbatch: error: ", "")
@@ -277,6 +293,12 @@ def sbatch_error(stderr: str, spec: ContainerSpec, cli: Cli) -> OCIExecutorError
         )
     if any(s in lower for s in ("unable to contact", "socket timed out", "zero bytes were transmitted")):
         return EngineUnavailableError(f"sbatch failed ({text}): {controller_fix(cli.conf)}.")
+    if "requested node configuration is not available" in lower:
+        return ConfigurationError(
+            f"no node of the partition can meet the job's request ({text}): cpus={spec.cpus or 1}, "
+            f"memory={spec.memory or 'default'}, gpus, slurm_args={list(spec.slurm_args)}. "
+            "`sinfo -N -o '%N %P %c %m %G'` shows what the nodes have: ask for less or use another partition."
+        )
     if "time limit" in lower:
         return ConfigurationError(
             f"Slurm refused the job's time limit ({text}): its --time comes from max_lifetime (or time_limit "

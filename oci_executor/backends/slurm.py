@@ -181,12 +181,12 @@ class SlurmBackend(Backend):
                 raise BackendError(
                     f"Slurm job {job_id} ended before it started ({state or 'gone'}"
                     f"{f', reason {reason}' if reason and reason != 'None' else ''}). "
-                    "`sacct -j {job_id}` or the slurmctld log says why; check the Slurm options."
+                    f"`sacct -j {job_id}` or the slurmctld log says why; check the Slurm options."
                 )
             if reason in s.NEVER_RUNS:
-                raise BackendError(
-                    f"Slurm job {job_id} can never start: squeue says {reason}: {s.NEVER_RUNS[reason]}. "
-                    "The job was cancelled."
+                raise ConfigurationError(
+                    f"Slurm job {job_id} can never start ({s.request(spec)}): squeue says {reason}: "
+                    f"{s.NEVER_RUNS[reason]}. The job was cancelled."
                 )
             if reason != last_reason and reason not in ("None", ""):
                 log.info("Slurm job %s is %s (reason: %s)", job_id, state.lower(), reason)
