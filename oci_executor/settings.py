@@ -322,9 +322,9 @@ OPTIONS: tuple[Option, ...] = (
         "float",
         600.0,
         lambda v: o.check_seconds(v, "queue_timeout"),
-        "ignored",
-        "ignored",
-        "ignored",
+        "unused (no queue)",
+        "unused (no queue)",
+        "unused (no queue)",
         "seconds a job may stay pending; then it is cancelled and the error gives squeue's reason",
     ),
 )

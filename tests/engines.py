@@ -18,9 +18,7 @@ CONTRACT_TARGETS = ["local", *ENGINE_TARGETS, "slurm"]
 SLURM_CONF = os.environ.get("OCI_TEST_SLURM_CONF", "/run/oci-executor/slurm/slurm.conf")
 """The test cluster's config, written by scripts/setup-slurm.sh."""
 LABEL = "io.oci-executor.managed=true"
-SETUP_HINT = (
-    "run `sudo bash scripts/setup-engines.sh` to install and start the test engines (and the test Slurm cluster)"
-)
+SETUP_HINT = "run `sudo bash scripts/setup-engines.sh` to install and start the test engines (and the test Slurm cluster)"
 
 
 def in_ci() -> bool:
@@ -72,12 +70,19 @@ def _slurm_problem() -> str | None:
 
     try:
         info = subprocess.run(
-            ["sinfo", "--noheader", "--format=%N %t"], capture_output=True, text=True, env=slurm_env(), timeout=20
+            ["sinfo", "--noheader", "--format=%N %t"],
+            capture_output=True,
+            text=True,
+            env=slurm_env(),
+            timeout=20,
         )
         if info.returncode != 0:
             return f"sinfo failed: {info.stderr.strip()}"
         image = subprocess.run(
-            as_test_user("podman", "image", "exists", test_image()), capture_output=True, text=True, timeout=60
+            as_test_user("podman", "image", "exists", test_image()),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         if image.returncode != 0:
             return f"image {test_image()} not in {ROOTLESS_USER}'s rootless store"

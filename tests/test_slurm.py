@@ -176,12 +176,16 @@ def test_unknown_partition_names_the_fix(slurm: Target) -> None:
 
 
 def test_a_request_no_node_can_meet_names_the_fix(slurm: Target) -> None:
-    with pytest.raises(ConfigurationError, match=r"(can never start|no node of the partition can meet).*cpus=64.*sinfo -N"):
+    with pytest.raises(
+        ConfigurationError, match=r"(can never start|no node of the partition can meet).*cpus=64.*sinfo -N"
+    ):
         slurm.executor(cpus=64).run_sync(node_name, [], {}, META)
 
 
 def test_a_job_stuck_pending_fails_after_queue_timeout_with_the_reason(slurm: Target) -> None:
-    with pytest.raises(BackendError, match=r"still pending after queue_timeout=2 s \(squeue's reason: JobHeldUser"):
+    with pytest.raises(
+        BackendError, match=r"still pending after queue_timeout=2 s \(squeue's reason: JobHeldUser"
+    ):
         slurm.executor(slurm_args=["--hold"], queue_timeout=2).run_sync(node_name, [], {}, META)
 
 
@@ -209,7 +213,9 @@ def _node_checks(tmp_path, fake_uid: str | None = None) -> subprocess.CompletedP
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("hostname", "getent", "cut", "mkdir", "bash"):
-        os.symlink(subprocess.check_output(["sh", "-c", f"command -v {tool}"], text=True).strip(), bin_dir / tool)
+        os.symlink(
+            subprocess.check_output(["sh", "-c", f"command -v {tool}"], text=True).strip(), bin_dir / tool
+        )
     if fake_uid:
         (bin_dir / "id").write_text(f"#!/bin/sh\necho {fake_uid}\n")
         (bin_dir / "id").chmod(0o755)
