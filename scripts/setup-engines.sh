@@ -13,6 +13,9 @@
 #     and, best effort (warnings only): oci-executor-test/python:3.10 and :3.12
 #     (bookworm minbase + the host's pyenv interpreters).
 #
+#   * a throwaway Slurm cluster (scripts/setup-slurm.sh, run at the end): munge, slurmctld and
+#     two slurmd nodes on this host; jobs run as "ocitest" with its rootless Podman
+#
 # Idempotent: a second run only checks that everything answers (a few seconds).
 # Stop the services again with scripts/stop-engines.sh.
 #
@@ -495,3 +498,4 @@ if ((${#FAILURES[@]})); then
     die "${#FAILURES[@]} check(s) failed: ${FAILURES[*]}"
 fi
 echo "All required engines and images work."
+bash "$(dirname "${BASH_SOURCE[0]}")/setup-slurm.sh"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Stop the container-engine services that scripts/setup-engines.sh started:
-# the rootless Podman service of the test user, the rootful Podman service and dockerd.
+# Stop the services that scripts/setup-engines.sh started: the test Slurm cluster
+# (slurmd n1/n2, slurmctld, munged; its jobs are cancelled first), the rootless Podman
+# service of the test user, the rootful Podman service and dockerd.
 # Only processes recorded in /run/oci-executor/*.pid are touched. Images, the test
 # user and the cached root filesystems stay; rerun setup-engines.sh to start again.
 set -euo pipefail
@@ -39,6 +40,19 @@ stop_pidfile() {
     rm -f "$pidfile"
     log "$name: stopped (pid $pid)"
 }
+
+# The Slurm cluster first: its jobs run the test user's rootless containers.
+SLURM_CONF=$STATE_DIR/slurm/slurm.conf
+if [[ -f $SLURM_CONF ]] && [[ -f $STATE_DIR/slurmctld.pid ]]; then
+    SLURM_CONF=$SLURM_CONF timeout 20 scancel --name=oci-executor 2>/dev/null || true
+fi
+for pidfile in "$STATE_DIR"/slurmd-*.pid; do
+    [[ -f $pidfile ]] || continue
+    node=$(basename "$pidfile" .pid)
+    stop_pidfile "$node" "$pidfile" "slurmd -N ${node#slurmd-}"
+done
+stop_pidfile "slurmctld" "$STATE_DIR/slurmctld.pid" "slurmctld"
+stop_pidfile "munged" "$STATE_DIR/munged.pid" "munged"
 
 stop_pidfile "podman (rootless, $TEST_USER)" "$STATE_DIR/podman-rootless.pid" "podman system service"
 # The rootless user namespace is held by a pause process (catatonit -P); end it too so
