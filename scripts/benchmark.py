@@ -5,14 +5,16 @@
         [--skip-fanout] [--skip-200mb] [--fanout-runs N] [--roundtrips N]
         [--chart PATH] [--markdown PATH]
 
-For each backend that answers (local, docker, podman, podman-rootless), every figure is
+For each backend that answers (local, docker, podman, podman-rootless, slurm), every figure is
 measured against its floor on the same engine, the two sampled alternately so that the
 machine's noise hits both alike, and reported as medians with n and their ratio:
 
 1. cold task (``reuse="never"``, ``add(2, 3)``) vs ``<engine> run --rm IMAGE python3 -c pass``
-   (local: a ``python -c pass`` subprocess);
+   (local: a ``python -c pass`` subprocess; slurm: ``srun podman run --rm IMAGE python3 -c pass``
+   on the same cluster, a new job step each time);
 2. warm task (``reuse="dispatch"``, after a warm-up task) vs the SDK's ``exec_run`` of
-   ``python3 -c pass`` in a running container (local: the same subprocess as in 1);
+   ``python3 -c pass`` in a running container (local: the same subprocess as in 1; slurm:
+   ``srun --jobid J --overlap podman exec`` in a job holding a container);
 3. a 50-electron fan-out (square each of ``range(50)``, sum in one electron) through a real
    Covalent server with ``executor=OCIExecutor(...)`` vs the same workflow with
    ``executor="local"``, from ``ct.dispatch`` to ``ct.get_result(wait=True)``;
@@ -54,7 +56,9 @@ TASK_META = {"dispatch_id": "bench", "node_id": 0}
 MB = 1024 * 1024
 FANOUT_WIDTH = 50
 FANOUT_RESULT = sum(i * i for i in range(FANOUT_WIDTH))
-ALL_BACKENDS = ("local", "docker", "podman", "podman-rootless")
+ALL_BACKENDS = ("local", "docker", "podman", "podman-rootless", "slurm")
+SLURM_CONF = os.environ.get("OCI_TEST_SLURM_CONF", "/run/oci-executor/slurm/slurm.conf")
+"""The test cluster of scripts/setup-slurm.sh; as root, jobs run as the rootless test user."""
 ROOTLESS_USER = os.environ.get("OCI_TEST_ROOTLESS_USER", "ocitest")
 SETTLE_TIMEOUT = 60.0
 """Seconds to wait for a Covalent server's warm containers to be removed after a dispatch."""
@@ -131,6 +135,16 @@ def make_target(target_id: str, run_id: str) -> Target | str:
         address = os.environ.get("OCI_TEST_DOCKER_HOST", "unix:///var/run/docker.sock")
         docker = shutil.which("docker")
         return Target("docker", "docker", address, (docker, "-H", address) if docker else (), run_id)
+    if target_id == "slurm":
+        if not shutil.which("srun"):
+            return "no Slurm tools on PATH (sudo bash scripts/setup-slurm.sh)"
+        if os.geteuid() == 0:
+            user = pwd.getpwnam(ROOTLESS_USER)
+            address = f"{ROOTLESS_USER}@{SLURM_CONF}"
+            cli = ("srun", f"--uid={user.pw_uid}", f"--gid={user.pw_gid}", "--quiet")
+        else:
+            address, cli = SLURM_CONF, ("srun", "--quiet")
+        return Target("slurm", "slurm", address, cli, run_id)
     if target_id == "podman":
         address = os.environ.get("OCI_TEST_PODMAN_HOST", "unix:///run/podman/podman.sock")
     elif target_id == "podman-rootless":
@@ -144,10 +158,33 @@ def make_target(target_id: str, run_id: str) -> Target | str:
     return Target(target_id, "podman", address, (podman, "--url", address) if podman else (), run_id)
 
 
+def slurm_env() -> dict[str, str]:
+    return {**os.environ, "SLURM_CONF": SLURM_CONF}
+
+
+SLURM_NODE_ENV = (
+    'export HOME=$(getent passwd $(id -u) | cut -d: -f6) XDG_RUNTIME_DIR=/run/user/$(id -u); exec podman "$@"'
+)
+"""How the slurm floors run Podman in a step (the backend's own step does the same, with checks)."""
+
+
+def slurm_podman(target: Target, *args: str, jobid: str = "") -> list[str]:
+    """A Slurm step running ``podman ARGS`` as the job's user (a new allocation, or in ``jobid``)."""
+    where = [f"--jobid={jobid}", "--overlap"] if jobid else []
+    return [*target.cli, *where, "bash", "-c", SLURM_NODE_ENV, "step", *args]
+
+
 def probe(target: Target, image: str) -> str | None:
     """None when the engine answers and has ``image``; else why not."""
     if not target.is_engine:
         return None
+    if target.backend == "slurm":
+        found = subprocess.run(
+            slurm_podman(target, "image", "exists", image), capture_output=True, text=True, env=slurm_env()
+        )
+        return (
+            None if found.returncode == 0 else f"cluster or image {image} not usable: {found.stderr.strip()}"
+        )
     try:
         client = target.client()
         try:
@@ -165,6 +202,22 @@ def leftovers(target: Target) -> list[str]:
     """This run's containers on ``target``, running or not (local: every local temp folder)."""
     if not target.is_engine:
         return sorted(glob.glob(os.path.join(tempfile.gettempdir(), "oci-executor-local-*")))
+    if target.backend == "slurm":
+        jobs = subprocess.run(
+            ["squeue", "--noheader", "--name=oci-executor", "--format=%i"],
+            capture_output=True,
+            text=True,
+            env=slurm_env(),
+        )
+        user = ["runuser", "-u", ROOTLESS_USER, "--"] if os.geteuid() == 0 else []
+        uid = pwd.getpwnam(ROOTLESS_USER).pw_uid if user else os.getuid()
+        ps = subprocess.run(
+            [*user, "env", f"XDG_RUNTIME_DIR=/run/user/{uid}", "podman", "ps", "-a", "-q"]
+            + ["--filter", f"label={target.label}"],
+            capture_output=True,
+            text=True,
+        )
+        return sorted([f"job:{j}" for j in jobs.stdout.split()] + ps.stdout.split())
     if target.cli:
         found = subprocess.run(
             [*target.cli, "ps", "-a", "-q", "--filter", f"label={target.label}"],
@@ -273,8 +326,8 @@ def side_by_side(
     return ours_times, floor_times
 
 
-def run_quiet(argv: Sequence[str]) -> None:
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def run_quiet(argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
 
 def run_task(executor: Any, fn: Callable[..., Any], args: list[Any], expected: Any) -> None:
@@ -301,7 +354,11 @@ def cold_figure(target: Target, image: str, n: int) -> Row:
     from oci_executor.pool import POOL
 
     executor = target.executor(image, reuse="never")
-    if target.is_engine:
+    if target.backend == "slurm":
+        label = "srun podman run --rm IMAGE python3 -c pass"
+        argv = slurm_podman(target, "run", "--rm", f"--label={target.label}", image, "python3", "-c", "pass")
+        floor: Callable[[], None] = lambda: run_quiet(argv, env=slurm_env())  # noqa: E731
+    elif target.is_engine:
         label = f"{Path(target.cli[0]).name} run --rm IMAGE python3 -c pass"
         floor = cli_floor([*target.cli, "run", "--rm", image, "python3", "-c", "pass"])
     else:
@@ -324,6 +381,9 @@ def exec_floor(target: Target, image: str) -> Iterator[tuple[Callable[[], None],
     if not target.is_engine:
         yield local_python_floor(), "python -c pass subprocess (local has no exec)"
         return
+    if target.backend == "slurm":
+        yield from slurm_exec_floor(target, image)
+        return
     client = target.client()
     labels = {RUN_LABEL: target.run_id}
     container = client.containers.run(image, ["sleep", "infinity"], detach=True, labels=labels)
@@ -338,6 +398,52 @@ def exec_floor(target: Target, image: str) -> Iterator[tuple[Callable[[], None],
     finally:
         container.remove(force=True)
         client.close()
+
+
+def slurm_exec_floor(target: Target, image: str) -> Iterator[tuple[Callable[[], None], str]]:
+    """``srun --jobid J --overlap podman exec NAME python3 -c pass`` in a job holding a sleeper."""
+    name = f"oci-bench-floor-{target.run_id}"
+    script = "#!/bin/bash\n" + " ".join(
+        slurm_podman(
+            target, "run", "--rm", f"--name={name}", f"--label={target.label}", image, "sleep", "600"
+        )[len(target.cli) :]
+    ).replace("bash -c " + SLURM_NODE_ENV, "bash -c '" + SLURM_NODE_ENV + "'")
+    user = [a for a in target.cli if a.startswith(("--uid", "--gid"))]
+    submitted = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "--job-name=oci-executor",
+            "--output=/dev/null",
+            "--chdir=/tmp",
+            "--time=30",
+            *user,
+        ],
+        input=script,
+        capture_output=True,
+        text=True,
+        env=slurm_env(),
+        check=True,
+    )
+    jobid = submitted.stdout.strip().split(";")[0]
+    probe_argv = slurm_podman(target, "exec", name, "python3", "-c", "pass", jobid=jobid)
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run(probe_argv, capture_output=True, env=slurm_env()).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the floor's container never started in job {jobid}")
+            time.sleep(0.2)
+        yield (
+            (lambda: run_quiet(probe_argv, env=slurm_env())),
+            "srun --jobid J --overlap podman exec NAME python3 -c pass",
+        )
+    finally:
+        subprocess.run(
+            slurm_podman(target, "rm", "-f", "-t", "0", name, jobid=jobid),
+            capture_output=True,
+            env=slurm_env(),
+        )
+        subprocess.run(["scancel", jobid], env=slurm_env(), check=False)
 
 
 def warm_figure(target: Target, image: str, n: int) -> Row:
