@@ -199,7 +199,7 @@ class SlurmBackend(Backend):
                     "Raise queue_timeout to wait longer, or ask for less (cpus, memory, gpus) or another partition."
                 )
             time.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
+            delay = min(delay * 1.5, 0.1)
 
     def _job_state(self, job_id: str) -> tuple[str, str, str]:
         """``(state, node, reason)``; state ``""`` once the job is gone."""
@@ -385,7 +385,7 @@ class SlurmBackend(Backend):
                     f"Slurm job {job_id} was cancelled but is still {state} after {GONE_TIMEOUT:g} s"
                 )
             time.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+            delay = min(delay * 1.5, 0.1)
 
     def _scancel_user(self) -> list[str]:
         return []
