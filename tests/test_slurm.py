@@ -261,3 +261,14 @@ def test_auto_never_picks_slurm() -> None:
 
     assert "slurm" in default_registry().names()
     assert "slurm" not in default_registry().auto_order()
+
+
+def test_an_image_missing_on_the_node_names_the_fix(slurm: Target) -> None:
+    from oci_executor.errors import ImageNotFoundError
+
+    executor = slurm.executor(pull_policy="never")
+    executor.image = "localhost/oci-executor-test/absent:1"
+    with pytest.raises(
+        ImageNotFoundError, match=r"not in the rootless image store of uid \d+ on node n\d.*podman load"
+    ):
+        executor.run_sync(node_name, [], {}, META)

@@ -55,10 +55,11 @@ NODE_ERROR = "oci-executor-node-error:"
 RUNTIME_DIR_EXIT = 97
 NO_PODMAN_EXIT = 98
 NO_IMAGE_EXIT = 95
+PULL_EXIT = 96
 
 NODE_CHECKS = rf"""
 oci_node() {{
-u=$(id -u); h=$(hostname -s)
+u=$(id -u); h=${{SLURMD_NODENAME:-$(hostname -s)}}
 export HOME=$(getent passwd "$u" | cut -d: -f6)
 d=/run/user/$u
 if [ -e "$d" ]; then
@@ -94,11 +95,14 @@ if ! oci_node 2>/dev/null; then  # the driver's check of the node reports it; it
   exit 1
 fi
 PIDFILE=$XDG_RUNTIME_DIR/$NAME.conmon
-gone() {{ podman rm -f -t 0 "$NAME" >/dev/null 2>&1; rm -f "$PIDFILE"; }}
+STARTING=$XDG_RUNTIME_DIR/$NAME.starting
+gone() {{ podman rm -f -t 0 "$NAME" >/dev/null 2>&1; rm -f "$PIDFILE" "$STARTING"; }}
 trap 'gone; exit 0' TERM INT HUP
 t=0
-while [ ! -s "$PIDFILE" ]; do  # the driver starts the container; it may have died before
-  if [ "$t" -ge "$START_WAIT" ]; then gone; exit 0; fi
+while [ ! -s "$PIDFILE" ]; do  # the driver starts the container (a pull may take a while)
+  if [ "$t" -ge "$START_WAIT" ] && ! kill -0 "$(cat "$STARTING" 2>/dev/null)" 2>/dev/null; then
+    gone; exit 0  # no start step came, or it died: its driver is gone
+  fi
   sleep 1 & wait $!
   t=$((t + 1))
 done
@@ -118,20 +122,29 @@ gone
 """The job script: waits for the container, ends when it ends; its trap removes it on scancel
 and at the time limit."""
 
-PREFLIGHT = rf"""
-img=$1; policy=$2
+START = rf"""
+echo $$ >"$XDG_RUNTIME_DIR/$NAME.starting"
+img=$1; policy=$2; shift 2
 if [ "$policy" = always ] || ! podman image exists "$img"; then
   if [ "$policy" = never ]; then
-    echo "{NODE_ERROR} no-image: image $img is not in the rootless image store of uid $u on node $h" >&2
+    echo "{NODE_ERROR} image $img is not in the rootless image store of uid $u on node $h" >&2
     exit {NO_IMAGE_EXIT}
   fi
   podman pull -q "$img" >/dev/null || {{
-    echo "{NODE_ERROR} pull: could not pull $img on node $h" >&2
-    exit {NO_IMAGE_EXIT}
+    echo "{NODE_ERROR} could not pull image $img on node $h" >&2
+    exit {PULL_EXIT}
   }}
 fi
+args=()
+for a in "$@"; do
+  [ "$a" = @PIDFILE@ ] && a=--conmon-pidfile=$XDG_RUNTIME_DIR/$NAME.conmon
+  args+=("$a")
+done
+exec podman "${{args[@]}}"
 """
-"""Checks the image in the node user's store (pulling it per the pull policy)."""
+"""The container's start step (after NODE_PRELUDE, with NAME set): the image in the node
+user's store (pulled per the pull policy), then ``podman run``; the holder watches the conmon
+pid file the run writes."""
 
 
 @dataclass(frozen=True)
@@ -320,25 +333,30 @@ def node_error(stderr: str, exit_code: int, spec_image: str, node: str) -> OCIEx
     if exit_code == RUNTIME_DIR_EXIT and line:
         return EngineUnavailableError(
             f"rootless Podman has no usable runtime folder (XDG_RUNTIME_DIR) on node {node}: "
-            f"{line[len(NODE_ERROR) :].strip()}. Fix on the node: an admin creates /run/user/UID owned by "
+            f"{line[len(NODE_ERROR) :].strip().removeprefix('runtime-dir: ')}. Fix on the node: an admin creates /run/user/UID owned by "
             "the user (`install -d -o USER -m 700 /run/user/UID`, or `loginctl enable-linger USER`), or "
             "removes the foreign one so Podman uses /tmp/podman-run-UID. See docs/slurm.md."
         )
     if exit_code == NO_PODMAN_EXIT and line:
         return EngineUnavailableError(
-            f"Podman is missing on node {node}: {line[len(NODE_ERROR) :].strip()}. The slurm backend runs "
+            f"Podman is missing on node {node}: {line[len(NODE_ERROR) :].strip().removeprefix('no-podman: ')}. The slurm backend runs "
             "each task with rootless Podman on the node: ask the admin to install it on every node "
             "(`apt-get install podman uidmap slirp4netns fuse-overlayfs`), or exclude nodes without it "
             "(slurm_args=['--constraint=podman'])."
         )
-    if exit_code == NO_IMAGE_EXIT and line:
-        cls = ImageNotFoundError if "no-image" in line else ImagePullError
-        detail = text.replace(line, "").strip()[-1000:]
+    if exit_code in (NO_IMAGE_EXIT, PULL_EXIT) and line:
+        cls = ImageNotFoundError if exit_code == NO_IMAGE_EXIT else ImagePullError
+        errors = [x.strip() for x in text.splitlines() if x.strip().startswith("Error:")]
+        detail = f" ({errors[-1][:500]})" if errors else ""
+        fix = (
+            "make it pullable from the node (pull_policy='missing')"
+            if cls is ImageNotFoundError
+            else "check its name and the node's access to the registry"
+        )
         return cls(
-            f"{line[len(NODE_ERROR) :].strip()}{f' ({detail})' if detail else ''}. The image must be in the "
-            f"rootless store of the user running the jobs on every node: load it there (`podman load -i "
-            f"image.tar` as that user, on each node or on a shared store), or make it pullable from the "
-            f"node (pull_policy='missing').",
+            f"{line[len(NODE_ERROR) :].strip()}{detail}. The image must be in the rootless store of the "
+            "user running the jobs on every node: load it there (`podman load -i image.tar` as that user, "
+            f"on each node or on a shared store), or {fix}.",
             image=spec_image,
         )
     return None

@@ -153,7 +153,6 @@ class SlurmBackend(Backend):
         try:
             node = self._wait_running(job_id, spec)
             container_id = f"{s.CONTAINER_PREFIX}{job_id}-{node}"
-            self._preflight(job_id, node, spec)
             self._start(container_id, job_id, spec)
         except BaseException:
             self._end_job(job_id)
@@ -216,19 +215,6 @@ class SlurmBackend(Backend):
         state, node, reason = (out.splitlines()[0].split("|") + ["", ""])[:3]
         return state, node, reason
 
-    def _preflight(self, job_id: str, node: str, spec: ContainerSpec) -> None:
-        """The node has a usable runtime folder, Podman, and the image (pulled per policy)."""
-        result = self.cli.run(
-            self.cli.srun(job_id, s.PREFLIGHT, [spec.image, self.config.pull_policy]), timeout=600
-        )
-        if result.returncode != 0:
-            err = s.decode(result.stderr)
-            mapped = s.node_error(err, result.returncode, spec.image, node)
-            raise mapped or BackendError(
-                f"the check of node {node} (job {job_id}) failed with code {result.returncode}: "
-                f"{err.strip()[-2000:]}"
-            )
-
     def _start(self, container_id: str, job_id: str, spec: ContainerSpec) -> None:
         """Start the container as a step of the job; its stdin/stdout become the channel."""
         node = parse_handle(container_id)[1]
@@ -246,16 +232,12 @@ class SlurmBackend(Backend):
             spec.image,
             *spec.command,
         ]
-        # The conmon pid file (the holder watches it) lives in the node's runtime folder.
-        script = (
-            f"NAME={container_id}\n"
-            'args=(); for a in "$@"; do [ "$a" = @PIDFILE@ ] && a=--conmon-pidfile=$XDG_RUNTIME_DIR/$NAME.conmon; '
-            'args+=("$a"); done; exec podman "${args[@]}"'
-        )
-        run.insert(run.index(spec.image), "@PIDFILE@")
+        run.insert(run.index(spec.image), "@PIDFILE@")  # the conmon pid file the holder watches
         handle, stderr_path = tempfile.mkstemp(prefix=f"oci-executor-{container_id}-", suffix=".stderr")
         try:
-            argv = self.cli.srun(job_id, script, run)
+            argv = self.cli.srun(
+                job_id, f"NAME={container_id}\n{s.START}", [spec.image, self.config.pull_policy, *run]
+            )
             process = subprocess.Popen(
                 argv,
                 stdin=subprocess.PIPE,
@@ -283,7 +265,7 @@ class SlurmBackend(Backend):
             stderr_path = self._stderr.get(container.id, "")
         if process is None or process.stdin is None or process.stdout is None:
             raise ContainerError(f"container {container.id} was not started by this process: cannot attach")
-        return PipeChannel(process, stderr_path)
+        return StepChannel(process, stderr_path, container)
 
     def _step(
         self, container: Container, podman_args: Sequence[str], stdin: bytes | None = None
@@ -431,6 +413,32 @@ class SlurmBackend(Backend):
                 self.remove(Container(container_id, self.name, "", "", SCRATCH_DIR, ""))
             except OCIExecutorError as exc:
                 log.warning("could not remove Slurm job %s on %s: %s", job_id, node, exc)
+
+
+class StepChannel(PipeChannel):
+    """The start step's pipes; if it ends before the runner said a word, the node's check
+    failed: raise that check's error (no runtime folder, no Podman, no image)."""
+
+    def __init__(self, process: subprocess.Popen[bytes], stderr_path: str, container: Container) -> None:
+        super().__init__(process, stderr_path)
+        self._step_process = process
+        self._container = container
+        self._heard = False
+
+    def recv_into(self, view: memoryview) -> int:
+        count = super().recv_into(view)
+        if count:
+            self._heard = True
+        elif not self._heard:
+            try:
+                code = self._step_process.wait(timeout=GONE_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                return 0
+            node = parse_handle(self._container.id)[1]
+            error = s.node_error(self.diagnostics(), code, self._container.image, node)
+            if error is not None:
+                raise error
+        return count
 
 
 def _me() -> str:
