@@ -272,3 +272,42 @@ def test_an_image_missing_on_the_node_names_the_fix(slurm: Target) -> None:
         ImageNotFoundError, match=r"not in the rootless image store of uid \d+ on node n\d.*podman load"
     ):
         executor.run_sync(node_name, [], {}, META)
+
+
+def test_a_user_without_root_runs_tasks_on_the_cluster(slurm: Target) -> None:
+    """As a user does it: the driver runs as the unprivileged test user (no --uid), the jobs are
+    that user's, one warm job serves both tasks, and nothing is left once the driver exits."""
+    from tests.rootless_user import prepared_user
+
+    with prepared_user() as (user, image):
+        facts = user.python_json(
+            """
+            import subprocess
+
+            from oci_executor import OCIExecutor
+
+
+            def where():
+                import os
+
+                return os.environ["SLURMD_NODENAME"]
+
+
+            executor = OCIExecutor(backend="slurm", image=PARAMS["image"], address=PARAMS["conf"], keep_warm=60)
+            outcomes = [executor.run_sync(where, [], {}, {"dispatch_id": "user", "node_id": i}) for i in range(2)]
+            owners = subprocess.run(
+                ["squeue", "--noheader", "--name=oci-executor", "--format=%u"],
+                capture_output=True, text=True, env={"SLURM_CONF": PARAMS["conf"], "PATH": "/usr/bin:/bin"},
+            ).stdout.split()
+            emit({
+                "nodes": [o.load_value() for o in outcomes],
+                "containers": [o.container_id for o in outcomes],
+                "owners": owners,
+            })
+            """,
+            params={"image": image, "conf": engines.SLURM_CONF},
+            timeout=300,
+        )
+    assert set(facts["nodes"]) <= {"n1", "n2"}
+    assert facts["containers"][0] == facts["containers"][1], "the warm job did not serve the second task"
+    assert user.name in facts["owners"]
