@@ -125,6 +125,31 @@ class Container:
 
 
 @dataclass(frozen=True)
+class EngineFacts:
+    """What an engine says about itself (for ``oci-executor doctor``); see :meth:`Backend.facts`."""
+
+    engine: str
+    version: str
+    address: str
+    rootless: bool
+    storage_driver: str
+    storage_root: str = ""
+    cgroup_version: str = ""
+    """``"1"`` or ``"2"``; empty if the engine does not say."""
+    cpu_limits: bool = True
+    """Whether the engine can enforce ``cpus`` (a CPU quota) here."""
+    memory_limits: bool = True
+    """Whether the engine can enforce ``memory`` here."""
+    runtimes: tuple[str, ...] = ()
+    id_map: tuple[tuple[int, int, int], ...] = ()
+    """The engine user's UID map (container ID, host ID, size), for a rootless engine."""
+    network_helper: str = ""
+    """The rootless network helper the engine found (slirp4netns or pasta), if it says."""
+    transient: bool = False
+    """Whether the backend started its own engine service to answer."""
+
+
+@dataclass(frozen=True)
 class ExecResult:
     """The outcome of one :meth:`Backend.exec`."""
 
@@ -171,6 +196,13 @@ class Backend(abc.ABC):
     def describe(self) -> str:
         """A short human description (engine and address) for messages."""
         return self.name
+
+    def facts(self) -> EngineFacts | None:
+        """The engine's version, mode and storage (for diagnosis); None without an engine.
+
+        Raises :class:`~oci_executor.errors.EngineUnavailableError` if the engine does not answer.
+        """
+        return None
 
     def installed(self) -> bool:
         """Whether this backend's engine is installed here (so ``auto`` must not skip past it to

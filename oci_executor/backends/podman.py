@@ -26,7 +26,7 @@ from typing import Any
 import podman
 import podman.errors
 
-from oci_executor.backend import Container, ContainerSpec, ExecResult
+from oci_executor.backend import Container, ContainerSpec, EngineFacts, ExecResult
 from oci_executor.backends._engine import CONNECT_TIMEOUT, EngineBackend
 from oci_executor.backends._rootless import (  # noqa: F401 - re-exported: this backend's public helpers
     ROOTFUL_SOCKET,
@@ -237,6 +237,41 @@ class PodmanBackend(EngineBackend):
 
     def rootless(self) -> bool:
         return bool(self.info().get("host", {}).get("security", {}).get("rootless", False))
+
+    def facts(self) -> EngineFacts:
+        info = self.info()
+        host, store = info.get("host", {}), info.get("store", {})
+        rootless = self.rootless()
+        cgroup = str(host.get("cgroupVersion", "")).lstrip("v")
+        controllers = set(host.get("cgroupControllers") or ())
+        # Rootless Podman limits only with cgroup v2 and the controller delegated to the user.
+        enforce = {c: not rootless or (cgroup == "2" and c in controllers) for c in ("cpu", "memory")}
+        helper = next(
+            (
+                str(host[key].get("executable", ""))
+                for key in ("pasta", "slirp4netns")
+                if isinstance(host.get(key), dict) and host[key].get("executable")
+            ),
+            "",
+        )
+        return EngineFacts(
+            engine=self.engine,
+            version=str(info.get("version", {}).get("Version", "?")),
+            address=self.address(),
+            rootless=rootless,
+            storage_driver=str(store.get("graphDriverName", "")),
+            storage_root=str(store.get("graphRoot", "")),
+            cgroup_version=cgroup,
+            cpu_limits=enforce["cpu"],
+            memory_limits=enforce["memory"],
+            runtimes=(str(host.get("ociRuntime", {}).get("name", "")),),
+            id_map=tuple(
+                (int(m["container_id"]), int(m["host_id"]), int(m["size"]))
+                for m in host.get("idMappings", {}).get("uidmap") or ()
+            ),
+            network_helper=helper,
+            transient=self.transient_service,
+        )
 
     def _pull(self, client: Any, image: str) -> Any:
         # podman-py reports a failed pull only inside the progress stream.
