@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tarfile
@@ -172,11 +173,13 @@ class PodmanBackend(EngineBackend):
     def _stop_service(self) -> None:
         service, self._service = self._service, None
         if service is not None:
-            service.terminate()
+            # The whole process group: rootless Podman re-executes itself in a user namespace,
+            # and a child signalled only through its parent can miss a stop sent soon after start.
+            _signal_group(service, signal.SIGTERM)
             try:
                 service.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                service.kill()
+                _signal_group(service, signal.SIGKILL)
                 service.wait()
         if self._service_dir:
             shutil.rmtree(self._service_dir, ignore_errors=True)
@@ -348,6 +351,14 @@ class PodmanBackend(EngineBackend):
         exit_code, output = raw
         stdout, stderr = output if isinstance(output, tuple) else (output, b"")
         return ExecResult(int(exit_code or 0), stdout or b"", stderr or b"")
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    """Signal ``process`` and its process group (it leads one: ``start_new_session``)."""
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        process.send_signal(signum)
 
 
 def http_attach(address: str, path: str) -> SocketChannel:

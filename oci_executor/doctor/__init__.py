@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -108,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--address", help="the engine address (default: the configured one)")
     parser.add_argument("--json", action="store_true", help="print a JSON list of findings")
     args = parser.parse_args(argv)
+    logging.getLogger("oci_executor").setLevel(logging.ERROR)  # the findings say it (vfs...)
     findings = diagnose(args.backend, args.image, args.address)
     if args.json:
         print(json.dumps([f.to_dict() for f in findings], indent=2))
