@@ -99,6 +99,27 @@ def test_rootless_limits_on_cgroup_v1_fail_when_configured() -> None:
     assert exit_code(findings, "podman") == 1
 
 
+def test_limits_the_local_backend_cannot_honour_fail() -> None:
+    findings = diagnose("local", config={"memory": "1g", "cpus": 2})
+    limits = _by_check(findings, "local")["limits"]
+    assert limits.status == "fail"
+    assert limits.message == "local cannot honour the configured option(s) cpus, memory"
+    assert "use a container engine backend (docker or podman)" in limits.fix
+    assert exit_code(findings, "local") == 1
+
+
+@pytest.mark.parametrize("backend", ["docker", "podman"])
+def test_gpus_without_the_nvidia_toolkit_fail_with_the_nvidia_ctk_command(backend: str) -> None:
+    address = engines.require_engine(backend)
+    findings = diagnose(backend, engines.test_image(), address, config={"gpus": "all"})
+    limits = _by_check(findings, backend)["limits"]
+    if "gpus: yes" in limits.message:
+        pytest.skip("this host has the NVIDIA container toolkit")
+    assert limits.status == "fail" and limits.message.startswith("configured gpus cannot be enforced")
+    assert "nvidia-ctk" in limits.fix
+    assert exit_code(findings, backend) == 1
+
+
 @pytest.mark.parametrize("kind", ["nopython", "3.9"])
 def test_an_image_without_the_hosts_python_fails(engine_target: Target, kind: str) -> None:
     image = engines.test_image(kind)
@@ -198,20 +219,21 @@ def test_invalid_covalent_conf_values_fail_with_the_executors_own_errors(config_
     from oci_executor import OCIExecutor
 
     (config_dir / "covalent.conf").write_text(
-        '[executors.oci]\nbackend = "local"\nmemory = "lots"\npull_policy = "sometimes"\ncolour = "blue"\n'
+        '[executors.oci]\nbackend = "dockr"\nmemory = "lots"\npull_policy = "sometimes"\ncolour = "blue"\n'
     )
     config = read_covalent_config()
-    assert config == {"backend": "local", "memory": "lots", "pull_policy": "sometimes", "colour": "blue"}
+    assert config == {"backend": "dockr", "memory": "lots", "pull_policy": "sometimes", "colour": "blue"}
     findings = diagnose("local")
     failed = [f for f in findings if f.backend == "config" and f.status == "fail"]
-    assert len(failed) == 3, [f.line() for f in findings]
-    for name, finding in zip(("memory", "pull_policy", "colour"), failed, strict=True):
+    assert len(failed) == 4, [f.line() for f in findings]
+    for name, finding in zip(("backend", "memory", "pull_policy", "colour"), failed, strict=True):
         with pytest.raises(ConfigurationError) as raised:
             OCIExecutor(**{name: config[name]})
         assert finding.message == str(raised.value)
         assert str(config_dir / "covalent.conf") in finding.fix
-    assert 'memory = ""' in failed[0].fix
-    assert failed[2].fix.startswith("remove `colour`")
+    assert "unknown backend 'dockr'" in failed[0].message and 'backend = "auto"' in failed[0].fix
+    assert 'memory = ""' in failed[1].fix
+    assert failed[3].fix.startswith("remove `colour`")
     assert exit_code(findings, "local") == 2
 
 

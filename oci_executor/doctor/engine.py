@@ -82,9 +82,10 @@ def _diagnose(backend: Backend, image: str, values: Mapping[str, Any]) -> list[F
         ]
     if rootless:
         uid = _engine_uid(facts, address)
-        findings.append(host.check_subids(uid, facts.id_map if facts else ()))
-        findings.append(host.check_runtime_dir(uid, address))
-        findings.append(host.check_network(uid, facts.network_helper if facts else "", values["network"]))
+        findings.append(host.check_subids(name, uid, facts.id_map if facts else ()))
+        if name == "podman":
+            findings.append(host.check_runtime_dir(uid, address))
+            findings.append(host.check_network(uid, facts.network_helper if facts else "", values["network"]))
     if problem is not None:
         findings += [_skipped(name, check) for check in (("image",) if engine else ()) + ("python",)]
         return findings

@@ -154,16 +154,18 @@ def _subid_ranges(path: str, name: str, uid: int) -> list[tuple[int, int]]:
     return ranges
 
 
-def check_subids(uid: int, id_map: tuple[tuple[int, int, int], ...]) -> Finding:
+def check_subids(backend: str, uid: int, id_map: tuple[tuple[int, int, int], ...]) -> Finding:
     """Subordinate UID/GID ranges of the rootless user, and whether the engine uses them."""
     name = user_name(uid)
     uids = _subid_ranges("/etc/subuid", name, uid)
     gids = _subid_ranges("/etc/subgid", name, uid)
     fix = SUBID_FIX.format(user=name)
+    if backend != "podman":  # rootless Docker: its daemon reads the ranges when it starts
+        fix = fix.replace("podman system migrate", "systemctl --user restart docker")
     missing = [f for f, r in (("/etc/subuid", uids), ("/etc/subgid", gids)) if not r]
     if missing:
         return Finding(
-            "podman",
+            backend,
             "subuid",
             "fail",
             f"user {name} has no range in {' and '.join(missing)}: rootless containers get a single UID",
@@ -172,13 +174,15 @@ def check_subids(uid: int, id_map: tuple[tuple[int, int, int], ...]) -> Finding:
     described = f"{uids[0][1]} UIDs from {uids[0][0]}, {gids[0][1]} GIDs from {gids[0][0]}"
     if id_map and max(size for _, _, size in id_map) <= 1:
         return Finding(
-            "podman",
+            backend,
             "subuid",
             "fail",
             f"user {name} has {described}, but the running Podman maps only its own UID (ranges added after it started)",
-            "podman system migrate (as the user), then restart its Podman service",
+            "podman system migrate (as the user), then restart its Podman service"
+            if backend == "podman"
+            else "systemctl --user restart docker",
         )
-    return Finding("podman", "subuid", "ok", f"user {name} has {described}")
+    return Finding(backend, "subuid", "ok", f"user {name} has {described}")
 
 
 def check_runtime_dir(engine_uid: int | None, address: str) -> Finding:
