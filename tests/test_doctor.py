@@ -419,6 +419,10 @@ def test_a_stopped_rootless_service_fails_as_the_user_sees_it(scratch: ScratchUs
         code, findings = scratch.doctor(
             env={"XDG_RUNTIME_DIR": runtime_dir, "COVALENT_CONFIG_DIR": runtime_dir}
         )
+        # Without that address (backend auto), the backend starts a transient service instead.
+        auto_code, auto_findings = scratch.doctor(
+            env={"XDG_RUNTIME_DIR": runtime_dir, "COVALENT_CONFIG_DIR": f"{runtime_dir}/none"}
+        )
     found = _by_check(findings, "podman")
     assert found["socket"].status == "fail" and "nothing accepts connections" in found["socket"].message
     engine = found["engine"]
@@ -428,6 +432,12 @@ def test_a_stopped_rootless_service_fails_as_the_user_sees_it(scratch: ScratchUs
     assert found["subuid"].status == "ok"
     assert found["python"].status == "skip"
     assert code == 1  # the configured backend cannot run a task
+
+    found = _by_check(auto_findings, "podman")
+    assert found["socket"].status == "warn" and "starts a transient" in found["socket"].message
+    assert found["socket"].fix.startswith(f"podman system service --time=0 unix://{path} &")
+    assert found["engine"].status == "ok" and "transient" in found["engine"].message
+    assert auto_code == 0  # auto picks Podman, which works
     assert scratch.service_processes() == []
 
 

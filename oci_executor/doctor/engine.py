@@ -50,18 +50,7 @@ def _diagnose(backend: Backend, image: str, values: Mapping[str, Any]) -> list[F
     engine = isinstance(backend, EngineBackend)
     findings: list[Finding] = []
     address = backend.address() if engine else ""  # type: ignore[attr-defined]
-    transient = engine and _transient_possible(backend, address)
-    if engine:
-        socket = host.check_socket(name, address, start_fix(backend, address))
-        if transient and socket.status == "fail" and "no socket" in socket.message:
-            socket = Finding(
-                name,
-                "socket",
-                "skip",
-                f"no service socket at {host.socket_path(address)}: oci-executor starts a transient "
-                "`podman system service` per process",
-            )
-        findings.append(socket)
+    socket = host.check_socket(name, address, start_fix(backend, address)) if engine else None
     problem = backend.problem()
     facts: EngineFacts | None = None
     if problem is None and engine:
@@ -69,6 +58,8 @@ def _diagnose(backend: Backend, image: str, values: Mapping[str, Any]) -> list[F
             facts = backend.facts()
         except OCIExecutorError as exc:
             problem = str(exc)
+    if socket is not None:
+        findings.append(_transient_socket(socket, address) if _transient_possible(backend) else socket)
     findings.append(_engine_finding(backend, problem, facts, address))
     rootless = facts.rootless if facts else (name == "podman" and _expect_rootless(address))
     if problem is None:
@@ -108,7 +99,25 @@ def _skipped(name: str, check: str) -> Finding:
 # -- the engine -----------------------------------------------------------------------------
 
 
-def _transient_possible(backend: Backend, address: str) -> bool:
+def _transient_socket(socket: Finding, address: str) -> Finding:
+    """The socket finding when no answer there means a transient service instead of a failure."""
+    if socket.status != "fail":
+        return socket
+    instead = "oci-executor starts a transient `podman system service` per process instead"
+    if "no socket" in socket.message:
+        return Finding(
+            socket.backend, "socket", "skip", f"no service socket at {host.socket_path(address)}: {instead}"
+        )
+    return Finding(
+        socket.backend,
+        "socket",
+        "warn",
+        f"{socket.message}; {instead} (start a service to save that)",
+        socket.fix,
+    )
+
+
+def _transient_possible(backend: Backend) -> bool:
     """Whether the Podman backend would start its own service when no socket answers."""
     return (
         backend.name == "podman"
