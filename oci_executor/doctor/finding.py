@@ -24,6 +24,10 @@ class Finding:
     message: str
     fix: str = ""
 
+    def __post_init__(self) -> None:  # one line each, whatever an engine's message held
+        object.__setattr__(self, "message", " ".join(self.message.split()))
+        object.__setattr__(self, "fix", " ".join(self.fix.split()))
+
     def to_dict(self) -> dict[str, str]:
         return {k: str(v) for k, v in dataclasses.asdict(self).items()}
 
