@@ -445,6 +445,32 @@ def test_a_stopped_rootless_service_fails_as_the_user_sees_it(scratch: ScratchUs
     assert scratch.service_processes() == []
 
 
+def test_a_runtime_dir_of_another_user_or_open_to_others_is_named(scratch: ScratchUser) -> None:
+    folder = tempfile.mkdtemp(prefix="oci-doctor-xdg-")
+    try:
+        os.chmod(folder, 0o755)
+        own = os.path.join(folder, "own")
+        os.mkdir(own, 0o755)
+        os.chmod(own, 0o755)
+        os.chown(own, scratch.uid, scratch.uid)
+        dead = f"unix://{folder}/podman.sock"  # no service needed for these checks
+        _, open_findings = scratch.doctor(
+            "--backend", "podman", "--address", dead, env={"XDG_RUNTIME_DIR": own}
+        )
+        _, root_findings = scratch.doctor(
+            "--backend", "podman", "--address", dead, env={"XDG_RUNTIME_DIR": folder}
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    opened = _by_check(open_findings, "podman")["runtime-dir"]
+    assert opened.status == "warn" and f"{own} has mode 0755" in opened.message
+    assert opened.fix == f"chmod 700 {own}"
+    inherited = _by_check(root_findings, "podman")["runtime-dir"]
+    assert inherited.status == "fail"
+    assert f"XDG_RUNTIME_DIR={folder} belongs to uid 0, not to you (uid {scratch.uid})" in inherited.message
+    assert f"export XDG_RUNTIME_DIR=/run/user/{scratch.uid}" in inherited.fix
+
+
 def test_a_user_without_subordinate_ids_is_told_the_usermod_command(bundle: str) -> None:
     with _scratch_user(bundle, "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0") as user:
         code, findings = user.doctor("--backend", "podman")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 from collections.abc import Mapping
 from typing import Any
@@ -138,7 +139,8 @@ def _engine_uid(facts: EngineFacts | None, address: str) -> int:
     path = host.socket_path(address)
     if path and os.path.exists(path):
         return os.stat(path).st_uid
-    return os.geteuid()
+    match = re.search(r"/run/user/(\d+)/|/podman-run-(\d+)/", address)
+    return int(match.group(1) or match.group(2)) if match else os.geteuid()
 
 
 def start_fix(backend: Backend, address: str) -> str:
