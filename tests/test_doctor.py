@@ -554,3 +554,29 @@ def test_a_socket_the_user_may_not_open_names_the_permission_and_the_fix(scratch
     engine = found["engine"]
     assert engine.status == "fail" and "permission denied" in engine.message
     assert code == 1
+
+
+def test_a_socket_of_a_group_names_the_group_to_join(scratch: ScratchUser) -> None:
+    docker_address = engines.require_engine("docker")
+    group = f"ocidg{uuid.uuid4().hex[:6]}"
+    folder = tempfile.mkdtemp(prefix="oci-doctor-group-")
+    subprocess.run(["groupadd", group], check=True)
+    try:
+        os.chmod(folder, 0o755)
+        path = os.path.join(folder, "docker.sock")
+        with _proxy(docker_address.split("://", 1)[1], path):
+            shutil.chown(path, group=group)
+            code, findings = scratch.doctor("--backend", "docker", "--address", f"unix://{path}")
+            # The fix, done: the user joins the group (a new login picks it up).
+            subprocess.run(["usermod", "-aG", group, scratch.name], check=True)
+            fixed_code, fixed = scratch.doctor("--backend", "docker", "--address", f"unix://{path}")
+    finally:
+        subprocess.run(["groupdel", "-f", group], check=False, capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+    sock = _by_check(findings, "docker")["socket"]
+    assert sock.status == "fail" and f"(mode 0660 root:{group})" in sock.message
+    assert sock.fix == f"sudo usermod -aG {group} {scratch.name}, then log in again (or `newgrp {group}`)"
+    assert code == 1
+    found = _by_check(fixed, "docker")
+    assert found["socket"].status == "ok" and found["engine"].status == "ok", found
+    assert fixed_code == 0

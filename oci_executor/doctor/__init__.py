@@ -14,15 +14,28 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from oci_executor import settings
 from oci_executor.backend import BackendConfig
-from oci_executor.doctor.config import check_config, config_path, effective_values, read_covalent_config
+from oci_executor.doctor.config import (
+    check_config,
+    config_path,
+    configured_backend,
+    effective_values,
+    read_covalent_config,
+)
 from oci_executor.doctor.engine import diagnose_backend
 from oci_executor.doctor.finding import Finding, Status
 from oci_executor.errors import ConfigurationError
 from oci_executor.registry import AUTO, default_registry
 
-__all__ = ["Finding", "Status", "diagnose", "exit_code", "main", "read_covalent_config"]
+__all__ = [
+    "Finding",
+    "Status",
+    "configured_backend",
+    "diagnose",
+    "exit_code",
+    "main",
+    "read_covalent_config",
+]
 
 
 def diagnose(
@@ -117,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for finding in findings:
             print(finding.line())
     try:
-        configured = settings.parse({"backend": read_covalent_config().get("backend", AUTO)})["backend"]
+        configured = configured_backend(read_covalent_config())
     except ConfigurationError:
-        configured = AUTO
+        configured = AUTO  # not TOML: the config finding fails, and exit_code says 2
     return exit_code(findings, args.backend or configured)

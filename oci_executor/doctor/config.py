@@ -88,6 +88,11 @@ def check_config(values: Mapping[str, Any], source: str) -> list[Finding]:
     return findings
 
 
+def configured_backend(values: Mapping[str, Any]) -> str:
+    """The backend covalent.conf's values pick (``auto`` unless a valid name is set)."""
+    return str(effective_values(values)["backend"])
+
+
 def effective_values(values: Mapping[str, Any]) -> dict[str, Any]:
     """The defaults, with every valid value of ``values`` over them (invalid ones are reported
     by :func:`check_config` and left at their default here)."""

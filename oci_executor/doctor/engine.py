@@ -338,7 +338,7 @@ def _python(backend: Backend, image: str, values: Mapping[str, Any]) -> Finding:
         python=values["python"],
         idle_timeout=60.0,
         max_lifetime=300.0,
-        network=values["network"] or None,
+        network=(values["network"] or None) if "network" in backend.supported_options else None,
     )
     image_fix = (
         f'use an image with Python {host_version}: image = "python:{host_version}-slim" in [executors.oci]'
