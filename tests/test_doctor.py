@@ -556,6 +556,21 @@ def test_a_socket_the_user_may_not_open_names_the_permission_and_the_fix(scratch
     assert code == 1
 
 
+def test_a_socket_in_a_closed_folder_names_the_folder(scratch: ScratchUser) -> None:
+    with _stale_socket() as path:
+        closed = os.path.dirname(path)
+        os.chmod(closed, 0o700)
+        code, findings = scratch.doctor("--backend", "docker", "--address", f"unix://{path}")
+    sock = _by_check(findings, "docker")["socket"]
+    assert sock.status == "fail"
+    assert (
+        sock.message
+        == f"permission denied on {path}: user {scratch.name} may not enter {closed} (mode 0700 root:root)"
+    )
+    assert sock.fix.startswith(f"sudo chmod o+x {closed}")
+    assert code == 1
+
+
 def test_a_socket_of_a_group_names_the_group_to_join(scratch: ScratchUser) -> None:
     docker_address = engines.require_engine("docker")
     group = f"ocidg{uuid.uuid4().hex[:6]}"

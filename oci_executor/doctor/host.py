@@ -67,9 +67,13 @@ def check_socket(backend: str, address: str, start_fix: str) -> Finding:
     path = socket_path(address)
     if path is None:
         return Finding(backend, "socket", "skip", f"{address} is a network address: no socket file to check")
-    if not os.path.exists(path):
+    try:
+        mode = os.stat(path).st_mode
+    except PermissionError:  # a folder on the way is closed to this user
+        return _denied(backend, path)
+    except OSError:
         return Finding(backend, "socket", "fail", f"no socket at {path}: no engine listens there", start_fix)
-    if not stat.S_ISSOCK(os.stat(path).st_mode):
+    if not stat.S_ISSOCK(mode):
         return Finding(
             backend,
             "socket",
