@@ -1,6 +1,6 @@
 """The main job: the seed's workflow (add, then multiply) on the best backend available.
 
-Run with ``python -m oci_executor.covalent.demo`` (or ``oci-executor-demo``). It starts a Covalent
+Run with ``oci-executor demo`` (or ``python -m oci_executor.covalent.demo``). It starts a Covalent
 server if none is running, and stops it afterwards if it started it.
 """
 
@@ -17,10 +17,10 @@ import urllib.request
 from collections.abc import Iterator
 
 from oci_executor.backend import BackendConfig
+from oci_executor.cli import TEST_IMAGE, add_demo_arguments
 from oci_executor.errors import OCIExecutorError
 from oci_executor.registry import default_registry
 from oci_executor.settings import defaults
-from oci_executor.task import host_python_version
 
 
 def server_url() -> str:
@@ -63,10 +63,6 @@ def covalent_server(timeout: float = 60.0) -> Iterator[str]:
         subprocess.run([*_covalent_cli(), "stop"], check=False, stdout=subprocess.DEVNULL)
 
 
-TEST_IMAGE = f"oci-executor-test/python:{host_python_version()}"
-"""The image scripts/setup-engines.sh builds; used when the default image cannot be had."""
-
-
 def pick_backend(images: list[str]) -> tuple[str, str]:
     """The first of podman, docker that answers and has (or can pull) one of ``images``; else local."""
     registry = default_registry()
@@ -92,15 +88,12 @@ def pick_backend(images: list[str]) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--image",
-        default=os.environ.get("OCI_EXECUTOR_IMAGE"),
-        help=f"image with the host's Python (default: $OCI_EXECUTOR_IMAGE, else "
-        f"{defaults()['image']}, else {TEST_IMAGE})",
-    )
-    parser.add_argument("--backend", default=None, help="force a backend instead of probing")
-    options = parser.parse_args(argv)
+    add_demo_arguments(parser)
+    return run(parser.parse_args(argv))
 
+
+def run(options: argparse.Namespace) -> int:
+    """Dispatch the seed workflow and print its result; 0 when it completed."""
     import covalent as ct
 
     from oci_executor import OCIExecutor
