@@ -138,7 +138,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from oci_executor.covalent import demo
 
-    return demo.run(args)
+    images = [args.image] if args.image else [defaults()["image"], TEST_IMAGE]
+    return demo.run(images, args.backend)
 
 
 TEST_IMAGE = f"oci-executor-test/python:{host_python_version()}"

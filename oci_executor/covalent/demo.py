@@ -1,12 +1,11 @@
 """The main job: the seed's workflow (add, then multiply) on the best backend available.
 
-Run with ``oci-executor demo`` (or ``python -m oci_executor.covalent.demo``). It starts a Covalent
+Run with ``oci-executor demo``. It starts a Covalent
 server if none is running, and stops it afterwards if it started it.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shutil
@@ -17,10 +16,8 @@ import urllib.request
 from collections.abc import Iterator
 
 from oci_executor.backend import BackendConfig
-from oci_executor.cli import TEST_IMAGE, add_demo_arguments
 from oci_executor.errors import OCIExecutorError
 from oci_executor.registry import default_registry
-from oci_executor.settings import defaults
 
 
 def server_url() -> str:
@@ -86,21 +83,15 @@ def pick_backend(images: list[str]) -> tuple[str, str]:
     return "local", images[0]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_demo_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-def run(options: argparse.Namespace) -> int:
-    """Dispatch the seed workflow and print its result; 0 when it completed."""
+def run(images: list[str], backend: str | None = None) -> int:
+    """Dispatch the seed workflow on ``backend`` (else the first that can run one of
+    ``images``) and print its result; 0 when it completed."""
     import covalent as ct
 
     from oci_executor import OCIExecutor
 
-    images = [options.image] if options.image else [defaults()["image"], TEST_IMAGE]
-    if options.backend:
-        backend, image = options.backend, images[0]
+    if backend:
+        image = images[0]
     else:
         print("Choosing a backend ...", file=sys.stderr)
         backend, image = pick_backend(images)
@@ -126,7 +117,3 @@ def run(options: argparse.Namespace) -> int:
         result = ct.dispatch_sync(workflow)(2, 3)
         print(result)
     return 0 if str(result.status) == "COMPLETED" else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
