@@ -1,4 +1,4 @@
-"""The ``oci-executor`` command line: ``demo``, ``doctor``, ``ls`` and ``gc``.
+"""The ``oci-executor`` command line: ``demo``, ``doctor``, ``pull``, ``ls`` and ``gc``.
 
 ``doctor`` and ``demo`` import their modules only when run, so ``ls`` and ``gc`` work
 without Covalent's import cost.
@@ -135,11 +135,72 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor.exit_code(findings, args.backend or str(config.get("backend") or "auto"))
 
 
+@contextlib.contextmanager
+def pull_progress_bar() -> Iterator[None]:
+    """A live progress bar (on stderr) for every image pull of this process while the block runs."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
+
+    from oci_executor import progress
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=24),
+        DownloadColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=Console(stderr=True),
+    ) as bar:
+        layers: dict[tuple[str, str], TaskID] = {}
+
+        def show(event: progress.PullProgress) -> None:
+            if not event.layer:
+                return
+            key = (event.image, event.layer)
+            if key not in layers:
+                name = f"{event.image.rsplit('/', 1)[-1]} {event.layer}"
+                layers[key] = bar.add_task(name, total=event.total, status="")
+            task = layers[key]
+            if event.done:
+                total = bar.tasks[task].total or 1
+                bar.update(task, total=total, completed=total, status=event.status.lower())
+            else:
+                bar.update(task, total=event.total, completed=event.current or 0, status=event.status.lower())
+
+        with progress.listen(show):
+            yield
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from oci_executor.backend import BackendConfig
+    from oci_executor.registry import select_backend
+
+    try:
+        backend = select_backend(args.backend, BackendConfig(address=args.address, pull_policy="always"))
+    except OCIExecutorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        ensure_image = getattr(backend, "ensure_image", None)
+        if ensure_image is None:
+            print(f"error: the {backend.name} backend runs no images: nothing to pull", file=sys.stderr)
+            return 1
+        with pull_progress_bar():
+            ensure_image(args.image)
+    except OCIExecutorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        backend.close()
+    print(f"pulled {args.image} into the {backend.describe()}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from oci_executor.covalent import demo
 
     images = [args.image] if args.image else [defaults()["image"], TEST_IMAGE]
-    return demo.run(images, args.backend)
+    with pull_progress_bar():
+        return demo.run(images, args.backend)
 
 
 TEST_IMAGE = f"oci-executor-test/python:{host_python_version()}"
@@ -174,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--address", help="the engine's address (default: the backend's)")
     doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
     doctor.set_defaults(func=cmd_doctor)
+
+    pull = sub.add_parser("pull", help="pull an image into a backend's store, with a progress bar")
+    pull.add_argument("image")
+    pull.add_argument("--backend", default="auto", help="docker, podman, ... (default: auto)")
+    pull.add_argument("--address", help="the engine's address (default: the backend's)")
+    pull.set_defaults(func=cmd_pull)
 
     for name, func, text in (
         ("ls", cmd_ls, "list our containers on every reachable engine"),

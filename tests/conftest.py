@@ -72,8 +72,14 @@ class Target:
     def executor(self, **options: object):  # type: ignore[no-untyped-def]
         from oci_executor import OCIExecutor
 
-        options.setdefault("keep_warm", KEEP_WARM)
-        return OCIExecutor(image=self.image, backend=self.backend, address=self.address, **options)
+        options = {
+            "image": self.image,
+            "backend": self.backend,
+            "address": self.address,
+            "keep_warm": KEEP_WARM,
+            **options,
+        }
+        return OCIExecutor(**options)
 
     def our_containers(self) -> list[str]:
         """IDs of containers carrying our label (engines) or our temp folders (local)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import pwd
+import time
 
 import pytest
 
@@ -16,6 +17,8 @@ ROOTLESS_USER = os.environ.get("OCI_TEST_ROOTLESS_USER", "ocitest")
 ENGINE_TARGETS = ["docker", "podman", "podman-rootless"]
 CONTRACT_TARGETS = ["local", *ENGINE_TARGETS]
 LABEL = "io.oci-executor.managed=true"
+PULL_PROBE = "127.0.0.1:5000/oci-executor-test/pull-probe:latest"
+"""An image only the test registry holds (scripts/setup-engines.sh pushes it): pulls for real."""
 SETUP_HINT = "run `sudo bash scripts/setup-engines.sh` to install and start the test engines"
 
 
@@ -113,5 +116,26 @@ def labelled_containers(backend: str, addr: str) -> list[str]:
     client = _client(backend, addr)
     try:
         return container_ids(client, LABEL)
+    finally:
+        client.close()
+
+
+def remove_image(backend: str, addr: str, image: str, wait: float = 20.0) -> None:
+    """Remove ``image`` from an engine's store, waiting up to ``wait`` s for containers that
+    still use it to go (a server's idle container ends after its keep_warm); missing is fine."""
+    client = _client(backend, addr)
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                client.images.remove(image)
+                return
+            except Exception as exc:  # noqa: BLE001 - "not found" is fine, "in use" is retried
+                text = str(exc).lower()
+                if any(words in text for words in ("not found", "no such image", "not known")):
+                    return
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)
     finally:
         client.close()

@@ -303,3 +303,25 @@ def test_20_concurrent_electrons_with_2_mb_arguments(server: str, engine_target:
     result = _dispatch(fan_out, blobs)
     assert str(result.status) == "COMPLETED", result.error
     assert result.result == [hashlib.sha256(b).hexdigest() for b in blobs]
+
+
+def test_a_pull_is_logged_in_the_server_log(server: str) -> None:
+    """Pulling an image for a task shows in the Covalent server's log, layer by layer."""
+    from covalent._shared_files.config import get_config
+
+    from oci_executor import OCIExecutor
+
+    target_id = "docker"
+    address = engines.require_engine(target_id)
+    engines.remove_image(target_id, address, engines.PULL_PROBE)
+    logfile = os.path.join(get_config("user_interface.log_dir"), "covalent_ui.log")
+    try:
+        executor = OCIExecutor(image=engines.PULL_PROBE, backend=target_id, address=address, keep_warm=2)
+        _assert_seed_result(_dispatch(seed_workflow(executor), 2, 3))
+    finally:
+        engines.remove_image(target_id, address, engines.PULL_PROBE)
+    with open(logfile, errors="replace") as f:
+        text = f.read()
+    assert f"oci_executor.progress: pulling image {engines.PULL_PROBE} into the Docker image store" in text
+    assert f"oci_executor.progress: pulled image {engines.PULL_PROBE} in" in text
+    assert "pull complete" in text

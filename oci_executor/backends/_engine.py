@@ -38,6 +38,7 @@ from oci_executor.errors import (
     ImagePullError,
     OCIExecutorError,
 )
+from oci_executor.progress import PullProgress, PullReport
 
 SCRATCH_DIR = "/tmp/oci-executor"
 CONNECT_TIMEOUT = 5.0
@@ -82,9 +83,29 @@ class EngineBackend(SdkErrors, Backend):
     def _exec_result(self, raw: Any) -> ExecResult:
         """Convert the SDK's ``exec_run(..., demux=True)`` return value."""
 
-    def _pull(self, client: Any, image: str) -> Any:
-        """Pull ``image`` and return the image object."""
-        return client.images.pull(image)
+    def _pull(self, client: Any, image: str, report: PullReport) -> Any:
+        """Pull ``image``, passing the engine's progress to ``report``; return the image object.
+
+        The default reads the Docker API's progress stream (``status``, ``id`` and
+        ``progressDetail`` per layer).
+        """
+        for event in client.api.pull(image, stream=True, decode=True):
+            if event.get("error"):
+                raise RuntimeError(event["error"])
+            status = str(event.get("status", ""))
+            detail = event.get("progressDetail") or {}
+            layer = str(event.get("id", "")) if "progressDetail" in event else ""
+            report(
+                PullProgress(
+                    image=image,
+                    layer=layer,
+                    status=status,
+                    current=detail.get("current"),
+                    total=detail.get("total"),
+                    done=bool(layer) and status in ("Pull complete", "Already exists"),
+                )
+            )
+        return client.images.get(image)
 
     def _before_start(self, obj: Any, spec: ContainerSpec) -> None:
         """Adjust a created container before it starts (engine-specific; nothing by default)."""
@@ -184,11 +205,13 @@ class EngineBackend(SdkErrors, Backend):
                     address=self.address(),
                     image=image,
                 )
+        report = PullReport(image, self.store())
         try:
             with self._errors(f"pull {image}"):
-                pulled = self._pull(client, image)
+                pulled = self._pull(client, image, report)
                 if not getattr(pulled, "id", None):
                     raise ContainerError(f"{self.engine} returned no image for {image!r}")
+                report.finished()
                 return pulled
         except OCIExecutorError as exc:
             if policy == "always":
