@@ -256,3 +256,30 @@ def test_troubleshooting_examples_are_messages_the_code_produces() -> None:
                 f"{name}: this example is not a message oci_executor produces (its literal text must "
                 f"appear as in the code, in order):\n{example}"
             )
+
+
+def test_the_readme_lists_every_option() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    paragraph = readme.split("\nOptions (", 1)[1].split("plus\nCovalent's", 1)[0]
+    assert re.findall(r"`(\w+)`", paragraph) == list(settings.NAMES)
+
+
+def _python_blocks() -> list[tuple[str, str]]:
+    found = []
+    for path in [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]:
+        for block in re.findall(r"^```python\n(.*?)^```$", path.read_text(encoding="utf-8"), re.M | re.S):
+            found.append((path.name, block))
+    return found
+
+
+def test_code_examples_parse_and_pass_only_real_options() -> None:
+    allowed = set(settings.NAMES) | set(COVALENT_OPTIONS)
+    calls = 0
+    for page, block in _python_blocks():
+        tree = ast.parse(block, filename=page)  # a SyntaxError names the page
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "OCIExecutor":
+                calls += 1
+                unknown = {k.arg for k in node.keywords} - allowed
+                assert not unknown, f"{page}: OCIExecutor(...) example passes unknown options {unknown}"
+    assert calls >= 3
