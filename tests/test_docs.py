@@ -100,7 +100,7 @@ def test_the_readme_links_only_docs_pages_that_exist() -> None:
 
 TROUBLESHOOTING = DOCS / "troubleshooting.md"
 FOREIGN_ERRORS = {
-    # Errors the page may name that are not ours (besides built-in ones): name -> module (checked).
+    # Errors the docs may name that are not ours (besides built-in ones): name -> module (checked).
     "TaskRuntimeError": "covalent._shared_files.exceptions",
     "TaskCancelledError": "covalent._shared_files.exceptions",
 }
@@ -215,17 +215,18 @@ def test_troubleshooting_has_a_section_for_every_error_class_and_no_other() -> N
     )
 
 
-def test_troubleshooting_names_only_errors_that_exist() -> None:
+def test_the_docs_name_only_errors_that_exist() -> None:
     import importlib
 
-    text = TROUBLESHOOTING.read_text(encoding="utf-8")
-    prose = re.sub(r"^```text\n.*?\n```$", "", text, flags=re.MULTILINE | re.DOTALL)  # not the examples
-    named = set(re.findall(r"\b[A-Z][A-Za-z]*Error\b", prose))
-    for name in sorted(named - set(_public_error_classes()) - set(dir(builtins))):
-        assert name in FOREIGN_ERRORS, (
-            f"docs/troubleshooting.md names {name}, which errors.py does not define"
-        )
-        assert hasattr(importlib.import_module(FOREIGN_ERRORS[name]), name), name
+    for path in [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]:
+        text = path.read_text(encoding="utf-8")
+        prose = re.sub(r"^```text\n.*?\n```$", "", text, flags=re.MULTILINE | re.DOTALL)  # not the examples
+        named = set(re.findall(r"\b[A-Z][A-Za-z]*Error\b", prose))
+        for name in sorted(named - set(_public_error_classes()) - set(dir(builtins))):
+            assert name in FOREIGN_ERRORS, (
+                f"{path.name} names {name}, which oci_executor/errors.py does not define"
+            )
+            assert hasattr(importlib.import_module(FOREIGN_ERRORS[name]), name), name
 
 
 def test_troubleshooting_shows_each_class_as_errors_py_defines_it() -> None:
