@@ -209,7 +209,7 @@ def test_cancel_kills_the_container_and_ends_cancelled(server: str, engine_targe
 
 def test_main_job_prints_the_seed_result(server: str, capsys: pytest.CaptureFixture[str]) -> None:
     """The README's main job against the running server, on the backend auto would pick."""
-    from oci_executor.covalent import demo
+    from oci_executor import cli
 
     def answers_with_image(backend: str, address: str) -> bool:
         try:
@@ -230,7 +230,7 @@ def test_main_job_prints_the_seed_result(server: str, capsys: pytest.CaptureFixt
     expected = next((name for name, address in candidates if answers_with_image(name, address)), "local")
     if engines.in_ci():
         assert expected == "podman"
-    assert demo.main([]) == 0  # the default image cannot be pulled here: it falls back to the test image
+    assert cli.main(["demo"]) == 0  # the default image cannot be pulled here: it falls back to the test image
     out = capsys.readouterr()
     assert "Lattice Result" in out.out
     assert "status: COMPLETED" in out.out

@@ -22,6 +22,7 @@ from oci_executor.backend import (
     Container,
     ContainerSpec,
     ExecResult,
+    ManagedContainer,
 )
 from oci_executor.backends._archive import make_tar, read_tar
 from oci_executor.backends._errors import SdkErrors
@@ -325,6 +326,20 @@ class EngineBackend(SdkErrors, Backend):
                     pass
         return removed
 
+    def managed(self) -> list[ManagedContainer]:
+        client = self.client()
+        with self._errors("list our containers"):
+            found = self._list(client, {"label": f"{MANAGED_LABEL}=true"})
+        return [_managed(obj) for obj in found]
+
+    def remove_managed(self, container_id: str) -> None:
+        try:
+            with self._errors(f"find container {container_id[:12]}", container_id=container_id):
+                obj = self.client().containers.get(container_id)
+        except ContainerNotFoundError:
+            return
+        self._force_remove(obj)
+
     def _list(self, client: Any, filters: dict[str, str]) -> list[Any]:
         return list(client.containers.list(all=True, filters=filters))
 
@@ -395,3 +410,18 @@ class EngineBackend(SdkErrors, Backend):
         if client is not None:
             with contextlib.suppress(Exception):
                 client.close()
+
+
+def _managed(obj: Any) -> ManagedContainer:
+    """A listed SDK container as :class:`ManagedContainer` (Docker inspects, Podman lists)."""
+    attrs = obj.attrs
+    state = attrs.get("State", "")
+    labels = (attrs.get("Config") or {}).get("Labels") or attrs.get("Labels") or {}
+    names = attrs.get("Names") or [attrs.get("Name", "")]
+    return ManagedContainer(
+        id=obj.id,
+        name=str(names[0]).lstrip("/"),
+        state=str(state.get("Status", "") if isinstance(state, dict) else state),
+        created=timestamp(attrs.get("Created")),
+        labels=dict(labels),
+    )
