@@ -26,7 +26,7 @@ fi
 summary=$(mktemp "${TMPDIR:-/tmp}/oci-test-summary.XXXXXX")
 trap 'rm -f "$summary"' EXIT
 status=0
-OCI_TEST_SUMMARY_FILE=$summary .venv-tox/bin/tox run -e "${TOX_ENVS:-lint,type,py}" "$@" || status=$?
+OCI_TEST_SUMMARY_FILE=$summary .venv-tox/bin/tox run -e "${TOX_ENVS:-lint,type,docs,py}" "$@" || status=$?
 if [ -s "$summary" ]; then
     cat "$summary"
 fi

@@ -48,7 +48,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             f"Run them with: sudo bash scripts/setup-engines.sh && bash scripts/test.sh"
         )
     else:
-        line = "every engine test ran (0 skipped)"
+        line = "0 engine tests skipped"
     terminalreporter.write_line(line)
     summary = os.environ.get("OCI_TEST_SUMMARY_FILE")
     if summary:

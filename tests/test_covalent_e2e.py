@@ -325,3 +325,36 @@ def test_a_pull_is_logged_in_the_server_log(server: str) -> None:
     assert f"oci_executor.progress: pulling image {engines.PULL_PROBE} into the Docker image store" in text
     assert f"oci_executor.progress: pulled image {engines.PULL_PROBE} in" in text
     assert "pull complete" in text
+
+
+README_EXECUTOR = 'OCIExecutor(image="python:3.11-slim")'
+
+
+def test_the_readme_example_prints_its_result(server: str, engine_target: Target, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The README's usage example, run as a script against a real server, prints what it says."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import KEEP_WARM
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    example = re.search(r"^```python\n(.*?)^```$", readme, re.M | re.S)
+    assert example and README_EXECUTOR in example.group(1), (
+        "the README's first example changed: update this test"
+    )
+    promised = re.search(r"print\(.*\)\s*#\s*(\S+)\s*$", example.group(1), re.M)
+    assert promised, "the example's print line says what it prints in a comment"
+    # Only the image and the engine change: the test engines have the test image, not python:X.Y-slim.
+    executor = (
+        f"OCIExecutor(image={engine_target.image!r}, backend={engine_target.backend!r}, "
+        f"address={engine_target.address!r}, keep_warm={KEEP_WARM})"
+    )
+    script = tmp_path / "readme_example.py"
+    script.write_text(example.group(1).replace(README_EXECUTOR, executor), encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=os.environ.copy()
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == promised.group(1)
