@@ -63,6 +63,35 @@ def _client(backend: str, addr: str):  # type: ignore[no-untyped-def]
 _status: dict[str, str | None] = {}
 
 
+def unusable(message: str) -> None:
+    """Skip (outside CI) or fail (in CI) a test whose engine cannot be used, with the setup hint."""
+    if in_ci():
+        pytest.fail(f"CI requires every engine: {message}; {SETUP_HINT}", pytrace=False)
+    pytest.skip(f"{message}; {SETUP_HINT}")
+
+
+def has_test_image(backend: str, addr: str) -> bool:
+    """Whether the engine at ``addr`` answers and holds the test image."""
+    try:
+        client = _client(backend, addr)
+        try:
+            client.images.get(test_image())
+        finally:
+            client.close()
+    except Exception:  # noqa: BLE001 - not usable
+        return False
+    return True
+
+
+def auto_pick() -> str:
+    """The backend ``backend="auto"`` should use with the test image, worked out without our
+    code: Podman at this user's default socket, then Docker, else the local backend."""
+    from oci_executor.backends.podman import default_address
+
+    candidates = [("podman", default_address()), ("docker", "unix:///var/run/docker.sock")]
+    return next((name for name, addr in candidates if has_test_image(name, addr)), "local")
+
+
 def require_engine(target_id: str) -> str:
     """The engine's address, once it answered and has the test image; else skip or fail."""
     addr = address(target_id)
@@ -81,12 +110,7 @@ def require_engine(target_id: str) -> str:
         _status[target_id] = problem
     problem = _status[target_id]
     if problem:
-        message = (
-            f"{target_id} engine at {addr} not usable with image {test_image()} ({problem}); {SETUP_HINT}"
-        )
-        if in_ci():
-            pytest.fail(f"CI requires every engine: {message}", pytrace=False)
-        pytest.skip(message)
+        unusable(f"{target_id} engine at {addr} not usable with image {test_image()} ({problem})")
     return addr
 
 
