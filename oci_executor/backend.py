@@ -150,6 +150,19 @@ class EngineFacts:
 
 
 @dataclass(frozen=True)
+class ManagedContainer:
+    """A container of ours as an engine lists it (for ``oci-executor ls`` and ``gc``)."""
+
+    id: str
+    name: str
+    state: str
+    """The engine's word: ``running``, ``created``, ``exited``..."""
+    created: float | None
+    """Seconds since the epoch."""
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ExecResult:
     """The outcome of one :meth:`Backend.exec`."""
 
@@ -251,6 +264,16 @@ class Backend(abc.ABC):
         so nothing would end it. Returns the removed IDs; optional (nothing by default).
         """
         return []
+
+    def managed(self) -> list[ManagedContainer]:
+        """Every container carrying ``MANAGED_LABEL`` that this engine holds, in any state.
+
+        Optional: a backend without an engine holds none.
+        """
+        return []
+
+    def remove_managed(self, container_id: str) -> None:  # noqa: B027 - optional hook
+        """Kill and remove one container that :meth:`managed` listed; a gone one is fine."""
 
     def check(self) -> None:  # noqa: B027 - optional hook
         """Raise :class:`~oci_executor.errors.EngineUnavailableError` unless the engine answers now."""

@@ -162,7 +162,7 @@ def test_exit_code_follows_the_backend_auto_would_pick() -> None:
     # no engine installed at all: the local fallback
     assert exit_code([engine("podman", "skip"), engine("docker", "skip"), engine("local", "ok")], "auto") == 0
     assert exit_code([engine("docker", "skip")], "docker") == 1
-    assert exit_code([Finding("config", "config", "fail", "bad"), *healthy], "auto") == 2
+    assert exit_code([Finding("config", "config", "fail", "bad"), *healthy], "auto") == 1
 
 
 # -- a socket that does not answer -------------------------------------------------------------
@@ -234,7 +234,7 @@ def test_invalid_covalent_conf_values_fail_with_the_executors_own_errors(config_
     assert "unknown backend 'dockr'" in failed[0].message and 'backend = "auto"' in failed[0].fix
     assert 'memory = ""' in failed[1].fix
     assert failed[3].fix.startswith("remove `colour`")
-    assert exit_code(findings, "local") == 2
+    assert exit_code(findings, "local") == 1
 
 
 def test_a_valid_covalent_conf_passes(config_dir: Path) -> None:
@@ -252,7 +252,7 @@ def test_a_covalent_conf_that_is_not_toml_fails(config_dir: Path) -> None:
     findings = diagnose("local")
     config = _by_check(findings, "config")["config"]
     assert config.status == "fail" and "is not valid TOML" in config.message
-    assert exit_code(findings, "local") == 2
+    assert exit_code(findings, "local") == 1
 
 
 def test_no_covalent_conf_means_defaults(config_dir: Path) -> None:

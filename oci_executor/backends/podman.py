@@ -40,6 +40,7 @@ from oci_executor.backends._rootless import (  # noqa: F401 - re-exported: this 
 from oci_executor.channel import Channel, SocketChannel
 from oci_executor.errors import ConfigurationError, ContainerError, EngineUnavailableError, OCIExecutorError
 from oci_executor.hookspecs import hookimpl
+from oci_executor.progress import PullProgress, PullReport
 from oci_executor.registry import BackendRegistry
 
 API_VERSION = "v4.0.0"
@@ -276,11 +277,24 @@ class PodmanBackend(EngineBackend):
             transient=self.transient_service,
         )
 
-    def _pull(self, client: Any, image: str) -> Any:
-        # podman-py reports a failed pull only inside the progress stream.
-        for event in client.images.pull(image, stream=True, decode=True):
-            if isinstance(event, dict) and event.get("error"):
+    def _pull(self, client: Any, image: str, report: PullReport) -> Any:
+        # Podman's API streams text lines ("Copying blob sha256:..."), no byte counts, and
+        # reports a failed pull only inside the stream. tls_verify=None leaves TLS to
+        # registries.conf, as the podman CLI does (podman-py would force it on).
+        layers: list[str] = []
+        for event in client.images.pull(image, stream=True, decode=True, tls_verify=None):
+            if not isinstance(event, dict):
+                continue
+            if event.get("error"):
                 raise RuntimeError(event["error"])
+            line = str(event.get("stream", "")).strip()
+            if line.startswith("Copying blob "):
+                layers.append(line.rsplit(":", 1)[-1][:12])
+                report(PullProgress(image=image, layer=layers[-1], status="Copying blob"))
+            elif line:
+                report(PullProgress(image=image, layer="", status=line))
+        for layer in layers:
+            report(PullProgress(image=image, layer=layer, status="Pull complete", done=True))
         return client.images.get(image)
 
     def _before_start(self, obj: Any, spec: ContainerSpec) -> None:

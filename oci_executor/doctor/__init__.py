@@ -60,7 +60,7 @@ def diagnose(
         else:
             findings = check_config(config, source)
     else:
-        findings = check_config(config, "the given config")
+        findings = check_config(config, "covalent.conf")
     values = effective_values(config)
     image = image or values["image"]
     registry = default_registry()
@@ -83,13 +83,13 @@ def diagnose(
 
 
 def exit_code(findings: Sequence[Finding], config_backend: str) -> int:
-    """0 when the backend the config picks can run a task, else 1 (2 for an invalid config).
+    """0 when the backend the config picks can run a task, else 1 (also for an invalid config).
 
     ``auto`` resolves like the registry's: the first isolated backend (by priority) whose
     engine answers; if none answers, failure when one is installed, else the local fallback.
     """
     if any(f.backend == "config" and f.status == "fail" for f in findings):
-        return 2
+        return 1  # the executor refuses such a config before it runs anything
     by_backend: dict[str, list[Finding]] = {}
     for finding in findings:
         by_backend.setdefault(finding.backend, []).append(finding)
@@ -132,5 +132,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         configured = configured_backend(read_covalent_config())
     except ConfigurationError:
-        configured = AUTO  # not TOML: the config finding fails, and exit_code says 2
+        configured = AUTO  # not TOML: the config finding fails, and so does exit_code
     return exit_code(findings, args.backend or configured)
