@@ -70,18 +70,32 @@ def _fix(name: str, where: str) -> str:
 
 
 def check_config(values: Mapping[str, Any], source: str) -> list[Finding]:
-    """One ``fail`` finding per invalid value (the executor's own error), else one ``ok``."""
+    """One ``fail`` finding per invalid value (the executor's own error), else one ``ok``; a
+    ``warn`` for each name that is not an option (the executor ignores those)."""
     findings = []
     for name, value in values.items():
+        if name not in settings.NAMES:  # the executor reads only its own names
+            findings.append(
+                Finding(
+                    "config",
+                    "config",
+                    "warn",
+                    f"{name} = {json.dumps(value, default=str)} in [{SECTION}] is not an option of this "
+                    "oci-executor (left by another version?): the executor ignores it",
+                    _fix(name, source),
+                )
+            )
+            continue
         try:
             settings.parse({name: value})
             if name == "backend" and value != AUTO:
                 default_registry().get(value)
         except ConfigurationError as exc:
             findings.append(Finding("config", "config", "fail", str(exc), _fix(name, source)))
-    if not findings:
+    if not any(f.status == "fail" for f in findings):
         if values:
-            message = f"{source}: {len(values)} value(s) in [{SECTION}], all valid"
+            known = len(set(values) & set(settings.NAMES))
+            message = f"{source}: {known} value(s) in [{SECTION}], all valid"
         else:
             message = f"{source}: no [{SECTION}] values, the defaults apply"
         findings.append(Finding("config", "config", "ok", message))
