@@ -202,6 +202,19 @@ def test_an_engine_that_stopped_fails_with_the_command_that_starts_it(backend: s
     assert exit_code(findings, backend) == 1
 
 
+def test_no_engine_installed_falls_back_to_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")  # no docker, dockerd or podman binary
+    monkeypatch.delenv("CONTAINER_HOST", raising=False)
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    findings = diagnose(address="unix:///nonexistent/engine.sock", config={})
+    for backend in ("docker", "podman"):  # nothing else is said of an engine that is not here
+        assert [(f.check, f.status) for f in findings if f.backend == backend] == [("engine", "skip")]
+        assert "is not installed here" in _by_check(findings, backend)["engine"].message
+    assert _by_check(findings, "local")["python"].status == "ok"
+    assert exit_code(findings, "auto") == 0  # auto runs tasks on the host
+    assert exit_code(findings, "docker") == 1
+
+
 # -- covalent.conf -----------------------------------------------------------------------------
 
 

@@ -59,9 +59,12 @@ def _diagnose(backend: Backend, image: str, values: Mapping[str, Any]) -> list[F
             facts = backend.facts()
         except OCIExecutorError as exc:
             problem = str(exc)
+    engine_finding = _engine_finding(backend, problem, facts, address)
+    if engine_finding.status == "skip":  # not installed: nothing else to say
+        return [engine_finding]
     if socket is not None:
         findings.append(_transient_socket(socket, address) if _transient_possible(backend) else socket)
-    findings.append(_engine_finding(backend, problem, facts, address))
+    findings.append(engine_finding)
     rootless = facts.rootless if facts else (name == "podman" and _expect_rootless(address))
     if problem is None:
         if facts is not None:
