@@ -275,19 +275,24 @@ def _limits(backend: Backend, facts: EngineFacts | None, values: Mapping[str, An
     message = f"enforceable here ({why}; {gpu_found}): {shown}"
     requested = [k for k in can if getattr(spec, k)]
     refused = sorted({*unsupported, *(k for k in requested if not can[k])})
-    cgroup_fix = (
-        "boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1) for rootless limits, or use rootful Podman or Docker"
-        if facts.cgroup_version != "2"
-        else "delegate the cpu and memory controllers to users (systemd: Delegate=cpu memory in user@.service), or use rootful Podman or Docker"
-    )
+    if not facts.rootless:
+        cgroup_fix = "enable the kernel's cpu and memory cgroup controllers (boot with cgroup_enable=memory swapaccount=1)"
+    elif facts.cgroup_version != "2":
+        cgroup_fix = "boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1) for rootless limits, or use rootful Podman or Docker"
+    else:
+        cgroup_fix = "delegate the cpu and memory controllers to users (systemd: Delegate=cpu memory in user@.service), or use rootful Podman or Docker"
     if refused:
-        fix = (
-            gpu_fix
-            if refused == ["gpus"]
-            else (backend.explain_unsupported(refused) if unsupported else cgroup_fix)
-        )
+        fixes = [backend.explain_unsupported(unsupported)] if unsupported else []
+        if any(k in ("cpus", "memory") and k not in unsupported for k in refused):
+            fixes.append(cgroup_fix)
+        if "gpus" in refused and "gpus" not in unsupported:
+            fixes.append(gpu_fix)
         return Finding(
-            name, "limits", "fail", f"configured {', '.join(refused)} cannot be enforced; {message}", fix
+            name,
+            "limits",
+            "fail",
+            f"configured {', '.join(refused)} cannot be enforced; {message}",
+            "; ".join(fixes),
         )
     if not (facts.cpu_limits and facts.memory_limits):
         return Finding(
