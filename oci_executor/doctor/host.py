@@ -6,7 +6,6 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import re
 import shutil
 import socket
 import stat
@@ -49,8 +48,11 @@ def can_use(path: str, uid: int, want: int) -> bool:
     if info.st_uid == uid:
         bits = mode >> 6
     else:
-        entry = pwd.getpwuid(uid)
-        groups = {entry.pw_gid} | {g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem}
+        try:
+            entry = pwd.getpwuid(uid)
+            groups = {entry.pw_gid} | {g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem}
+        except KeyError:  # a UID without an account: only the bits for others apply
+            groups = set()
         bits = mode >> 3 if info.st_gid in groups else mode
     return bits & want == want
 
@@ -112,7 +114,16 @@ def _denied(backend: str, path: str) -> Finding:
             f"permission denied on {path}: user {me} may not enter {blocked} ({owner_of(blocked)})",
             f"sudo chmod o+x {blocked}, or point the address at a socket you may use",
         )
-    info = os.stat(path)
+    try:
+        info = os.stat(path)
+    except OSError as exc:  # refused by something other than mode bits (an ACL, a security module)
+        return Finding(
+            backend,
+            "socket",
+            "fail",
+            f"permission denied on {path} for user {me} ({exc.strerror})",
+            "ask the administrator for access, or point the address at a socket you may use",
+        )
     group = group_name(info.st_gid)
     message = (
         f"permission denied on {path} ({owner_of(path)}): user {me} is neither its owner nor in group {group}"
@@ -189,19 +200,23 @@ def check_subids(backend: str, uid: int, id_map: tuple[tuple[int, int, int], ...
     return Finding(backend, "subuid", "ok", f"user {name} has {described}")
 
 
-def check_runtime_dir(engine_uid: int | None, address: str) -> Finding:
-    """``XDG_RUNTIME_DIR`` of a rootless user: set, existing, the user's own, mode 0700."""
+def check_runtime_dir(engine_uid: int, address: str) -> Finding:
+    """``XDG_RUNTIME_DIR`` of a rootless user: set, existing, the user's own, mode 0700.
+
+    Run by root against another user's service, the folder its socket is in
+    (``RUNTIME_DIR/podman/podman.sock``) is checked instead.
+    """
     uid = os.geteuid()
     if uid == 0:
-        match = re.search(r"/run/user/(\d+)/", address)
-        if not match:
+        path = socket_path(address) or ""
+        if not path.endswith("/podman/podman.sock"):
             return Finding(
                 "podman",
                 "runtime-dir",
                 "skip",
                 "running as root: run `oci-executor doctor` as the rootless user",
             )
-        folder, owner_uid = f"/run/user/{match.group(1)}", int(match.group(1))
+        folder, owner_uid = os.path.dirname(os.path.dirname(path)), engine_uid
     else:
         problem = runtime_dir_problem()
         if problem:
