@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 
 from oci_executor import inventory
+from oci_executor.doctor import add_arguments as doctor_arguments
 from oci_executor.errors import OCIExecutorError
 from oci_executor.settings import defaults
 from oci_executor.task import host_python_version
@@ -124,15 +125,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from oci_executor import doctor
 
-    config = doctor.read_covalent_config()
-    findings = doctor.diagnose(args.backend, args.image, args.address, config)
-    if args.json:
-        print(json.dumps([f.to_dict() for f in findings], indent=2))
-    else:
-        for f in findings:
-            fix = f" -- fix: {f.fix}" if f.fix else ""
-            print(f"{f.status.upper():4}  {f.backend} {f.check}: {f.message}{fix}")
-    return doctor.exit_code(findings, args.backend or str(config.get("backend") or "auto"))
+    return doctor.run(args)
 
 
 @contextlib.contextmanager
@@ -230,10 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     doctor = sub.add_parser("doctor", help="check each backend, the image and covalent.conf")
-    doctor.add_argument("--backend", help="check only this backend")
-    doctor.add_argument("--image", help="check this image (default: the configured one)")
-    doctor.add_argument("--address", help="the engine's address (default: the backend's)")
-    doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
+    doctor_arguments(doctor)
     doctor.set_defaults(func=cmd_doctor)
 
     pull = sub.add_parser("pull", help="pull an image into a backend's store, with a progress bar")

@@ -33,8 +33,10 @@ __all__ = [
     "configured_backend",
     "diagnose",
     "exit_code",
+    "add_arguments",
     "main",
     "read_covalent_config",
+    "run",
 ]
 
 
@@ -114,14 +116,16 @@ def exit_code(findings: Sequence[Finding], config_backend: str) -> int:
     return 0 if fallback is not None and runs(fallback) else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m oci_executor.doctor``: print the findings; exit with :func:`exit_code`."""
-    parser = argparse.ArgumentParser(prog="oci-executor doctor", description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The doctor's options (``oci-executor doctor`` and ``python -m oci_executor.doctor``)."""
     parser.add_argument("--backend", help="check only this backend (default: every registered one)")
     parser.add_argument("--image", help="the image to check (default: the configured one)")
     parser.add_argument("--address", help="the engine address (default: the configured one)")
     parser.add_argument("--json", action="store_true", help="print a JSON list of findings")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the findings for parsed ``args``; return :func:`exit_code`."""
     logging.getLogger("oci_executor").setLevel(logging.ERROR)  # the findings say it (vfs...)
     findings = diagnose(args.backend, args.image, args.address)
     if args.json:
@@ -134,3 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError:
         configured = AUTO  # not TOML: the config finding fails, and so does exit_code
     return exit_code(findings, args.backend or configured)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m oci_executor.doctor``: print the findings; exit with :func:`exit_code`."""
+    parser = argparse.ArgumentParser(prog="oci-executor doctor", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
