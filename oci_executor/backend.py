@@ -142,6 +142,44 @@ class Container:
 
 
 @dataclass(frozen=True)
+class EngineFacts:
+    """What an engine says about itself (for ``oci-executor doctor``); see :meth:`Backend.facts`."""
+
+    engine: str
+    version: str
+    address: str
+    rootless: bool
+    storage_driver: str
+    storage_root: str = ""
+    cgroup_version: str = ""
+    """``"1"`` or ``"2"``; empty if the engine does not say."""
+    cpu_limits: bool = True
+    """Whether the engine can enforce ``cpus`` (a CPU quota) here."""
+    memory_limits: bool = True
+    """Whether the engine can enforce ``memory`` here."""
+    runtimes: tuple[str, ...] = ()
+    id_map: tuple[tuple[int, int, int], ...] = ()
+    """The engine user's UID map (container ID, host ID, size), for a rootless engine."""
+    network_helper: str = ""
+    """The rootless network helper the engine found (slirp4netns or pasta), if it says."""
+    transient: bool = False
+    """Whether the backend started its own engine service to answer."""
+
+
+@dataclass(frozen=True)
+class ManagedContainer:
+    """A container of ours as an engine lists it (for ``oci-executor ls`` and ``gc``)."""
+
+    id: str
+    name: str
+    state: str
+    """The engine's word: ``running``, ``created``, ``exited``..."""
+    created: float | None
+    """Seconds since the epoch."""
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ExecResult:
     """The outcome of one :meth:`Backend.exec`."""
 
@@ -201,6 +239,13 @@ class Backend(abc.ABC):
         """A short human description (engine and address) for messages."""
         return self.name
 
+    def facts(self) -> EngineFacts | None:
+        """The engine's version, mode and storage (for diagnosis); None without an engine.
+
+        Raises :class:`~oci_executor.errors.EngineUnavailableError` if the engine does not answer.
+        """
+        return None
+
     def installed(self) -> bool:
         """Whether this backend's engine is installed here (so ``auto`` must not skip past it to
         a backend without isolation); True by default."""
@@ -248,6 +293,16 @@ class Backend(abc.ABC):
         so nothing would end it. Returns the removed IDs; optional (nothing by default).
         """
         return []
+
+    def managed(self) -> list[ManagedContainer]:
+        """Every container carrying ``MANAGED_LABEL`` that this engine holds, in any state.
+
+        Optional: a backend without an engine holds none.
+        """
+        return []
+
+    def remove_managed(self, container_id: str) -> None:  # noqa: B027 - optional hook
+        """Kill and remove one container that :meth:`managed` listed; a gone one is fine."""
 
     def check(self) -> None:  # noqa: B027 - optional hook
         """Raise :class:`~oci_executor.errors.EngineUnavailableError` unless the engine answers now."""

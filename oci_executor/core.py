@@ -19,6 +19,7 @@ from oci_executor.backend import MANAGED_LABEL, Backend, Container
 from oci_executor.execute import TaskNotStarted, execute
 from oci_executor.lifecycle import start_runner
 from oci_executor.options import check_time_limit
+from oci_executor.owner import OWNER_LABEL, this_owner
 from oci_executor.pool import POOL, pool_key, shared_backend
 from oci_executor.task import TaskOutcome, TaskPayload
 
@@ -30,8 +31,14 @@ NODE_LABEL = f"{LABEL_PREFIX}.node-id"
 
 
 def our_labels(dispatch_id: str, node_id: str) -> dict[str, str]:
-    """The labels every container of ours carries (the dispatch and node it was made for)."""
-    return {MANAGED_LABEL: "true", DISPATCH_LABEL: dispatch_id, NODE_LABEL: node_id}
+    """The labels every container of ours carries: the dispatch and node it was made for, and
+    the process that drives it (see :mod:`oci_executor.owner`)."""
+    return {
+        MANAGED_LABEL: "true",
+        DISPATCH_LABEL: dispatch_id,
+        NODE_LABEL: node_id,
+        OWNER_LABEL: this_owner(),
+    }
 
 
 def run_task(

@@ -100,8 +100,8 @@ OPTIONS: tuple[Option, ...] = (
         "",
         _text("address"),
         "Engine URL; empty: `DOCKER_HOST`, else `unix:///var/run/docker.sock`",
-        "service URL; empty: `CONTAINER_HOST`, else `$XDG_RUNTIME_DIR/podman/podman.sock`, else `unix:///run/podman/podman.sock`, else a transient service",
-        slurm="path of the cluster's `slurm.conf` (as `SLURM_CONF`); empty: `SLURM_CONF`, else Slurm's default",
+        "service URL; empty: `CONTAINER_HOST`, else your rootless socket (`$XDG_RUNTIME_DIR/podman/podman.sock`, `/run/user/UID/...` or `/tmp/podman-run-UID/...`), else (root only) `unix:///run/podman/podman.sock`; with neither set and no socket answering, a transient service",
+        slurm="path of the cluster's `slurm.conf` (as `SLURM_CONF`); empty: `SLURM_CONF`, else Slurm's default; root only: `USER@PATH` runs the jobs as USER",
     ),
     Option(
         "pull_policy",

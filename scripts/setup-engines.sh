@@ -12,6 +12,9 @@
 #       oci-executor-test/nopython:latest Debian bookworm minbase, no Python
 #     and, best effort (warnings only): oci-executor-test/python:3.10 and :3.12
 #     (bookworm minbase + the host's pyenv interpreters).
+#   * a local image registry at 127.0.0.1:5000 (Debian's docker-registry, plain HTTP, marked
+#     insecure for Podman) holding 127.0.0.1:5000/oci-executor-test/pull-probe:latest, which no
+#     store holds, for the pull tests.
 #
 #   * a throwaway Slurm cluster (scripts/setup-slurm.sh, run at the end): munge, slurmctld and
 #     two slurmd nodes on this host; jobs run as "ocitest" with its rootless Podman
@@ -37,6 +40,10 @@ DOCKER_LOG=/var/log/oci-executor-dockerd.log
 PODMAN_SOCK=/run/podman/podman.sock
 PODMAN_LOG=/var/log/oci-executor-podman.log
 ROOTLESS_LOG=/var/log/oci-executor-podman-rootless.log
+REGISTRY=127.0.0.1:5000
+REGISTRY_LOG=/var/log/oci-executor-registry.log
+REGISTRY_DIR=/var/lib/oci-executor-registry
+PULL_PROBE=$REGISTRY/oci-executor-test/pull-probe:latest
 IMAGE_PREFIX="${OCI_TEST_IMAGE_PREFIX:-oci-executor-test}"
 WAIT_SECS=60
 IMAGE_PATH_ENV="PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -45,7 +52,7 @@ PACKAGES=(
     docker.io containerd runc tini
     podman conmon catatonit containernetworking-plugins golang-github-containers-common
     uidmap slirp4netns fuse-overlayfs iptables
-    debootstrap debian-archive-keyring curl ca-certificates
+    debootstrap debian-archive-keyring curl ca-certificates docker-registry
 )
 
 T0=$(date +%s)
@@ -106,6 +113,29 @@ runtime = "runc"
     [[ -f $f && ! -f $f.orig ]] && cp -p "$f" "$f.orig"
     printf '%s' "$want" >"$f"
     log "containers.conf: written"
+}
+
+write_registries_conf() {
+    # The test registry speaks plain HTTP; Docker allows that for 127.0.0.0/8, Podman only
+    # for registries marked insecure. A running Podman service keeps the configuration it
+    # started with: restart the services this script started when the file changes.
+    local f=/etc/containers/registries.conf.d/50-oci-executor-test.conf want
+    want="# Written by oci-executor scripts/setup-engines.sh: the test registry (plain HTTP)
+[[registry]]
+location = \"$REGISTRY\"
+insecure = true
+"
+    mkdir -p "$(dirname "$f")"
+    if [[ -f $f ]] && [[ "$(cat "$f")"$'\n' == "$want" ]]; then
+        log "registries.conf.d: up to date"
+        return
+    fi
+    printf '%s' "$want" >"$f"
+    log "registries.conf.d: written; restarting the Podman services this script started"
+    # (Rootless Podman re-executes itself in a user namespace: match the command line, not a pid.)
+    local pattern="podman system service --time=0 unix://(/run/podman|/run/user/[0-9]+/podman)/podman.sock"
+    pkill -TERM -f "$pattern" || true
+    for _ in $(seq 40); do pgrep -f "$pattern" >/dev/null || break; sleep 0.25; done
 }
 
 # ------------------------------------------------------------------ helpers --
@@ -248,6 +278,35 @@ start_podman_rootless() {
     driver=$(as_user podman info --format '{{.Store.GraphDriverName}}' </dev/null 2>/dev/null) || true
     [[ $driver == overlay ]] \
         || die "rootless podman of $TEST_USER uses storage driver '${driver:-?}', not overlay (try: as $TEST_USER, 'podman system reset')"
+}
+
+# ----------------------------------------------------------------- registry --
+start_registry() {
+    if curl -sf -m 5 "http://$REGISTRY/v2/" >/dev/null 2>&1; then
+        log "registry: already running at $REGISTRY"
+    else
+        mkdir -p "$REGISTRY_DIR" /etc/oci-executor
+        printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n' \
+            "$REGISTRY_DIR" "$REGISTRY" >/etc/oci-executor/registry.yml
+        log "registry: starting at $REGISTRY (log $REGISTRY_LOG)"
+        start_detached "$STATE_DIR/registry.pid" "$REGISTRY_LOG" docker-registry serve /etc/oci-executor/registry.yml
+        wait_for "registry" "$REGISTRY_LOG" "$STATE_DIR/registry.pid" curl -sf -m 5 "http://$REGISTRY/v2/" -o /dev/null
+    fi
+    if curl -sf -m 5 "http://$REGISTRY/v2/oci-executor-test/pull-probe/manifests/latest" \
+        -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' -o /dev/null; then
+        log "registry: $PULL_PROBE present"
+        return
+    fi
+    # The test image plus a layer of 20 MB of random bytes that no store holds.
+    local dir
+    dir=$(mktemp -d)
+    head -c 20000000 /dev/urandom >"$dir/blob"
+    printf 'FROM %s/python:3.11\nCOPY blob /blob\n' "$IMAGE_PREFIX" >"$dir/Dockerfile"
+    docker build -q -t "$PULL_PROBE" "$dir" >/dev/null 2>>"$REGISTRY_LOG" || die "could not build $PULL_PROBE (log: $REGISTRY_LOG)"
+    docker push -q "$PULL_PROBE" >/dev/null
+    docker rmi "$PULL_PROBE" >/dev/null
+    rm -rf "$dir"
+    log "registry: pushed $PULL_PROBE"
 }
 
 # ------------------------------------------------------------------- images --
@@ -480,12 +539,14 @@ verify() {
 # --------------------------------------------------------------------- main --
 install_packages
 write_containers_conf
+write_registries_conf
 start_docker
 start_podman_rootful
 setup_test_user
 start_podman_rootless
 build_images
 build_extra_images
+start_registry
 verify
 
 echo
@@ -493,6 +554,7 @@ echo "Engines (took $(( $(date +%s) - T0 ))s):"
 echo "  Docker            DOCKER_HOST=unix://$DOCKER_SOCK"
 echo "  Podman (rootful)  unix://$PODMAN_SOCK"
 echo "  Podman (rootless) unix://$ROOTLESS_SOCK   (user $TEST_USER, uid $TEST_UID, XDG_RUNTIME_DIR=$TEST_XDG)"
+echo "  Registry          http://$REGISTRY (insecure; holds $PULL_PROBE)"
 echo "Images: $IMAGE_PREFIX/python:3.11 $IMAGE_PREFIX/python:3.9 $IMAGE_PREFIX/nopython:latest (+ optional :3.10 :3.12)"
 if ((${#FAILURES[@]})); then
     die "${#FAILURES[@]} check(s) failed: ${FAILURES[*]}"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stop the services that scripts/setup-engines.sh started: the test Slurm cluster
 # (slurmd n1/n2, slurmctld, munged; its jobs are cancelled first), the rootless Podman
-# service of the test user, the rootful Podman service and dockerd.
+# service of the test user, the rootful Podman service, dockerd and the test registry.
 # Only processes recorded in /run/oci-executor/*.pid are touched. Images, the test
 # user and the cached root filesystems stay; rerun setup-engines.sh to start again.
 set -euo pipefail
@@ -55,6 +55,10 @@ stop_pidfile "slurmctld" "$STATE_DIR/slurmctld.pid" "slurmctld"
 stop_pidfile "munged" "$STATE_DIR/munged.pid" "munged"
 
 stop_pidfile "podman (rootless, $TEST_USER)" "$STATE_DIR/podman-rootless.pid" "podman system service"
+# Rootless Podman re-executes itself in a user namespace, under another pid than the recorded one.
+if uid=$(id -u "$TEST_USER" 2>/dev/null) && pkill -TERM -f "podman system service --time=0 unix:///run/user/$uid/podman/podman.sock"; then
+    log "podman (rootless, $TEST_USER): re-executed service process stopped"
+fi
 # The rootless user namespace is held by a pause process (catatonit -P); end it too so
 # that nothing of the test user's Podman keeps running. Podman recreates it on demand.
 if uid=$(id -u "$TEST_USER" 2>/dev/null); then
@@ -70,3 +74,4 @@ if uid=$(id -u "$TEST_USER" 2>/dev/null); then
 fi
 stop_pidfile "podman (rootful)" "$STATE_DIR/podman-rootful.pid" "podman system service"
 stop_pidfile "dockerd" "$STATE_DIR/dockerd.pid" "dockerd"
+stop_pidfile "registry" "$STATE_DIR/registry.pid" "docker-registry"

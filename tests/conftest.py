@@ -39,6 +39,23 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_HOME, ignore_errors=True)
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line on skipped engine tests (for scripts/test.sh to print last, after tox's own)."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if engines.SETUP_HINT in str(r.longrepr)]
+    if skipped:
+        line = (
+            f"{len(skipped)} engine tests skipped: no usable engine for them here. "
+            f"Run them with: sudo bash scripts/setup-engines.sh && bash scripts/test.sh"
+        )
+    else:
+        line = "0 engine tests skipped"
+    terminalreporter.write_line(line)
+    summary = os.environ.get("OCI_TEST_SUMMARY_FILE")
+    if summary:
+        with open(summary, "w") as f:
+            f.write(line + "\n")
+
+
 @dataclass(frozen=True)
 class Target:
     """A backend the contract suite runs on, with the address and image to use."""
@@ -55,8 +72,14 @@ class Target:
     def executor(self, **options: object):  # type: ignore[no-untyped-def]
         from oci_executor import OCIExecutor
 
-        options.setdefault("keep_warm", KEEP_WARM)
-        return OCIExecutor(image=self.image, backend=self.backend, address=self.address, **options)
+        options = {
+            "image": self.image,
+            "backend": self.backend,
+            "address": self.address,
+            "keep_warm": KEEP_WARM,
+            **options,
+        }
+        return OCIExecutor(**options)
 
     def our_containers(self) -> list[str]:
         """IDs of containers carrying our label (engines) or our temp folders (local)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import pwd
+import time
 
 import pytest
 
@@ -18,6 +19,8 @@ CONTRACT_TARGETS = ["local", *ENGINE_TARGETS, "slurm"]
 SLURM_CONF = os.environ.get("OCI_TEST_SLURM_CONF", "/run/oci-executor/slurm/slurm.conf")
 """The test cluster's config, written by scripts/setup-slurm.sh."""
 LABEL = "io.oci-executor.managed=true"
+PULL_PROBE = "127.0.0.1:5000/oci-executor-test/pull-probe:latest"
+"""An image only the test registry holds (scripts/setup-engines.sh pushes it): pulls for real."""
 SETUP_HINT = "run `sudo bash scripts/setup-engines.sh` to install and start the test engines (and the test Slurm cluster)"
 
 
@@ -126,6 +129,35 @@ def _client(backend: str, addr: str):  # type: ignore[no-untyped-def]
 _status: dict[str, str | None] = {}
 
 
+def unusable(message: str) -> None:
+    """Skip (outside CI) or fail (in CI) a test whose engine cannot be used, with the setup hint."""
+    if in_ci():
+        pytest.fail(f"CI requires every engine: {message}; {SETUP_HINT}", pytrace=False)
+    pytest.skip(f"{message}; {SETUP_HINT}")
+
+
+def has_test_image(backend: str, addr: str) -> bool:
+    """Whether the engine at ``addr`` answers and holds the test image."""
+    try:
+        client = _client(backend, addr)
+        try:
+            client.images.get(test_image())
+        finally:
+            client.close()
+    except Exception:  # noqa: BLE001 - not usable
+        return False
+    return True
+
+
+def auto_pick() -> str:
+    """The backend ``backend="auto"`` should use with the test image, worked out without our
+    code: Podman at this user's default socket, then Docker, else the local backend."""
+    from oci_executor.backends.podman import default_address
+
+    candidates = [("podman", default_address()), ("docker", "unix:///var/run/docker.sock")]
+    return next((name for name, addr in candidates if has_test_image(name, addr)), "local")
+
+
 def _engine_problem(backend: str, addr: str) -> str | None:
     """Why the engine cannot run the tests (no answer, no test image), or None."""
     try:
@@ -149,12 +181,7 @@ def require_engine(target_id: str) -> str:
         _status[target_id] = problem
     problem = _status[target_id]
     if problem:
-        message = (
-            f"{target_id} engine at {addr} not usable with image {test_image()} ({problem}); {SETUP_HINT}"
-        )
-        if in_ci():
-            pytest.fail(f"CI requires every engine: {message}", pytrace=False)
-        pytest.skip(message)
+        unusable(f"{target_id} engine at {addr} not usable with image {test_image()} ({problem})")
     return addr
 
 
@@ -187,5 +214,26 @@ def labelled_containers(backend: str, addr: str) -> list[str]:
     client = _client(backend, addr)
     try:
         return container_ids(client, LABEL)
+    finally:
+        client.close()
+
+
+def remove_image(backend: str, addr: str, image: str, wait: float = 20.0) -> None:
+    """Remove ``image`` from an engine's store, waiting up to ``wait`` s for containers that
+    still use it to go (a server's idle container ends after its keep_warm); missing is fine."""
+    client = _client(backend, addr)
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                client.images.remove(image)
+                return
+            except Exception as exc:  # noqa: BLE001 - "not found" is fine, "in use" is retried
+                text = str(exc).lower()
+                if any(words in text for words in ("not found", "no such image", "not known")):
+                    return
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)
     finally:
         client.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -63,6 +64,11 @@ def _assert_seed_result(result) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_seed_workflow_by_plugin_name(server: str) -> None:
+    """executor="oci", configured in covalent.conf with the test image and backend="auto"."""
+    if engines.auto_pick() == "local" and (shutil.which("podman") or shutil.which("docker")):
+        engines.unusable(
+            f"auto picks an installed engine, but none holds {engines.test_image()} for this user"
+        )
     _assert_seed_result(_dispatch(seed_workflow("oci"), 2, 3))
 
 
@@ -209,28 +215,12 @@ def test_cancel_kills_the_container_and_ends_cancelled(server: str, engine_targe
 
 def test_main_job_prints_the_seed_result(server: str, capsys: pytest.CaptureFixture[str]) -> None:
     """The README's main job against the running server, on the backend auto would pick."""
-    from oci_executor.covalent import demo
+    from oci_executor import cli
 
-    def answers_with_image(backend: str, address: str) -> bool:
-        try:
-            client = engines._client(backend, address)
-            try:
-                client.images.get(engines.test_image())
-            finally:
-                client.close()
-        except Exception:  # noqa: BLE001 - not usable
-            return False
-        return True
-
-    # What the demo should pick, worked out without its code: Podman first (its default
-    # socket for this user), then Docker, else the local backend.
-    from oci_executor.backends.podman import default_address
-
-    candidates = [("podman", default_address()), ("docker", "unix:///var/run/docker.sock")]
-    expected = next((name for name, address in candidates if answers_with_image(name, address)), "local")
+    expected = engines.auto_pick()  # the demo probes the same way
     if engines.in_ci():
         assert expected == "podman"
-    assert demo.main([]) == 0  # the default image cannot be pulled here: it falls back to the test image
+    assert cli.main(["demo"]) == 0  # the default image cannot be pulled here: it falls back to the test image
     out = capsys.readouterr()
     assert "Lattice Result" in out.out
     assert "status: COMPLETED" in out.out
@@ -303,3 +293,58 @@ def test_20_concurrent_electrons_with_2_mb_arguments(server: str, engine_target:
     result = _dispatch(fan_out, blobs)
     assert str(result.status) == "COMPLETED", result.error
     assert result.result == [hashlib.sha256(b).hexdigest() for b in blobs]
+
+
+def test_a_pull_is_logged_in_the_server_log(server: str) -> None:
+    """Pulling an image for a task shows in the Covalent server's log, layer by layer."""
+    from covalent._shared_files.config import get_config
+
+    from oci_executor import OCIExecutor
+
+    target_id = "docker"
+    address = engines.require_engine(target_id)
+    engines.remove_image(target_id, address, engines.PULL_PROBE)
+    logfile = os.path.join(get_config("user_interface.log_dir"), "covalent_ui.log")
+    try:
+        executor = OCIExecutor(image=engines.PULL_PROBE, backend=target_id, address=address, keep_warm=2)
+        _assert_seed_result(_dispatch(seed_workflow(executor), 2, 3))
+    finally:
+        engines.remove_image(target_id, address, engines.PULL_PROBE)
+    with open(logfile, errors="replace") as f:
+        text = f.read()
+    assert f"oci_executor.progress: pulling image {engines.PULL_PROBE} into the Docker image store" in text
+    assert f"oci_executor.progress: pulled image {engines.PULL_PROBE} in" in text
+    assert "pull complete" in text
+
+
+README_EXECUTOR = 'OCIExecutor(image="python:3.11-slim")'
+
+
+def test_the_readme_example_prints_its_result(server: str, engine_target: Target, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The README's usage example, run as a script against a real server, prints what it says."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import KEEP_WARM
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    example = re.search(r"^```python\n(.*?)^```$", readme, re.M | re.S)
+    assert example and README_EXECUTOR in example.group(1), (
+        "the README's first example changed: update this test"
+    )
+    promised = re.search(r"print\(.*\)\s*#\s*(\S+)\s*$", example.group(1), re.M)
+    assert promised, "the example's print line says what it prints in a comment"
+    # Only the image and the engine change: the test engines have the test image, not python:X.Y-slim.
+    executor = (
+        f"OCIExecutor(image={engine_target.image!r}, backend={engine_target.backend!r}, "
+        f"address={engine_target.address!r}, keep_warm={KEEP_WARM})"
+    )
+    script = tmp_path / "readme_example.py"
+    script.write_text(example.group(1).replace(README_EXECUTOR, executor), encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=os.environ.copy()
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == promised.group(1)

@@ -23,6 +23,7 @@ from oci_executor.backend import (
     Container,
     ContainerSpec,
     ExecResult,
+    ManagedContainer,
 )
 from oci_executor.backends._archive import make_tar, read_tar
 from oci_executor.backends._errors import SdkErrors
@@ -38,6 +39,7 @@ from oci_executor.errors import (
     ImagePullError,
     OCIExecutorError,
 )
+from oci_executor.progress import PullProgress, PullReport
 
 SCRATCH_DIR = "/tmp/oci-executor"
 CONNECT_TIMEOUT = 5.0
@@ -82,9 +84,29 @@ class EngineBackend(SdkErrors, Backend):
     def _exec_result(self, raw: Any) -> ExecResult:
         """Convert the SDK's ``exec_run(..., demux=True)`` return value."""
 
-    def _pull(self, client: Any, image: str) -> Any:
-        """Pull ``image`` and return the image object."""
-        return client.images.pull(image)
+    def _pull(self, client: Any, image: str, report: PullReport) -> Any:
+        """Pull ``image``, passing the engine's progress to ``report``; return the image object.
+
+        The default reads the Docker API's progress stream (``status``, ``id`` and
+        ``progressDetail`` per layer).
+        """
+        for event in client.api.pull(image, stream=True, decode=True):
+            if event.get("error"):
+                raise RuntimeError(event["error"])
+            status = str(event.get("status", ""))
+            detail = event.get("progressDetail") or {}
+            layer = str(event.get("id", "")) if "progressDetail" in event else ""
+            report(
+                PullProgress(
+                    image=image,
+                    layer=layer,
+                    status=status,
+                    current=detail.get("current"),
+                    total=detail.get("total"),
+                    done=bool(layer) and status in ("Pull complete", "Already exists"),
+                )
+            )
+        return client.images.get(image)
 
     def _before_start(self, obj: Any, spec: ContainerSpec) -> None:
         """Adjust a created container before it starts (engine-specific; nothing by default)."""
@@ -184,11 +206,13 @@ class EngineBackend(SdkErrors, Backend):
                     address=self.address(),
                     image=image,
                 )
+        report = PullReport(image, self.store())
         try:
             with self._errors(f"pull {image}"):
-                pulled = self._pull(client, image)
+                pulled = self._pull(client, image, report)
                 if not getattr(pulled, "id", None):
                     raise ContainerError(f"{self.engine} returned no image for {image!r}")
+                report.finished()
                 return pulled
         except OCIExecutorError as exc:
             if policy == "always":
@@ -326,6 +350,20 @@ class EngineBackend(SdkErrors, Backend):
                     pass
         return removed
 
+    def managed(self) -> list[ManagedContainer]:
+        client = self.client()
+        with self._errors("list our containers"):
+            found = self._list(client, {"label": f"{MANAGED_LABEL}=true"})
+        return [_managed(obj) for obj in found]
+
+    def remove_managed(self, container_id: str) -> None:
+        try:
+            with self._errors(f"find container {container_id[:12]}", container_id=container_id):
+                obj = self.client().containers.get(container_id)
+        except ContainerNotFoundError:
+            return
+        self._force_remove(obj)
+
     def _list(self, client: Any, filters: dict[str, str]) -> list[Any]:
         return list(client.containers.list(all=True, filters=filters))
 
@@ -396,3 +434,18 @@ class EngineBackend(SdkErrors, Backend):
         if client is not None:
             with contextlib.suppress(Exception):
                 client.close()
+
+
+def _managed(obj: Any) -> ManagedContainer:
+    """A listed SDK container as :class:`ManagedContainer` (Docker inspects, Podman lists)."""
+    attrs = obj.attrs
+    state = attrs.get("State", "")
+    labels = (attrs.get("Config") or {}).get("Labels") or attrs.get("Labels") or {}
+    names = attrs.get("Names") or [attrs.get("Name", "")]
+    return ManagedContainer(
+        id=obj.id,
+        name=str(names[0]).lstrip("/"),
+        state=str(state.get("Status", "") if isinstance(state, dict) else state),
+        created=timestamp(attrs.get("Created")),
+        labels=dict(labels),
+    )

@@ -11,10 +11,13 @@ import os
 
 ROOTFUL_SOCKET = "unix:///run/podman/podman.sock"
 
+VFS_MEASURED = "7 s against 0.16 s with overlay"
+"""What the vfs storage driver costs per container, as measured for rootless Podman (~40x)."""
+
 VFS_WARNING = (
     "Podman stores images at %s with the vfs storage driver: it copies the whole image for every "
-    "container, so each task's first container takes seconds (measured: 7 s against 0.16 s with "
-    'overlay). Fix: write ~/.config/containers/storage.conf with [storage] driver = "overlay", '
+    f"container, so each task's first container takes seconds (measured: {VFS_MEASURED}). Fix: "
+    'write ~/.config/containers/storage.conf with [storage] driver = "overlay", '
     "then run `podman system reset` (it asks for confirmation and DELETES every image and container "
     "of this user; until you do, Podman says 'overwritten by graph driver vfs from database'), and "
     "load or pull your images again. See docs/podman.md."

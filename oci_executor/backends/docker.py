@@ -14,7 +14,7 @@ import docker
 import docker.errors
 import docker.types
 
-from oci_executor.backend import Container, ContainerSpec, ExecResult
+from oci_executor.backend import Container, ContainerSpec, EngineFacts, ExecResult
 from oci_executor.backends._engine import CONNECT_TIMEOUT, EngineBackend
 from oci_executor.channel import Channel, SocketChannel
 from oci_executor.hookspecs import hookimpl
@@ -46,6 +46,22 @@ class DockerBackend(EngineBackend):
     def installed(self) -> bool:
         return bool(shutil.which("dockerd") or shutil.which("docker")) or os.path.exists(
             self.address().split("://", 1)[-1]
+        )
+
+    def facts(self) -> EngineFacts:
+        with self._errors("read the engine's info"):
+            info = dict(self.client().info())
+        return EngineFacts(
+            engine=self.engine,
+            version=str(info.get("ServerVersion", "?")),
+            address=self.address(),
+            rootless=any("name=rootless" in str(o) for o in info.get("SecurityOptions") or ()),
+            storage_driver=str(info.get("Driver", "")),
+            storage_root=str(info.get("DockerRootDir", "")),
+            cgroup_version=str(info.get("CgroupVersion", "")),
+            cpu_limits=bool(info.get("CpuCfsQuota", True)),
+            memory_limits=bool(info.get("MemoryLimit", True)),
+            runtimes=tuple(sorted(info.get("Runtimes") or {})),
         )
 
     def _connect(self) -> Any:

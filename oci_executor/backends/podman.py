@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tarfile
@@ -26,7 +27,7 @@ from typing import Any
 import podman
 import podman.errors
 
-from oci_executor.backend import Container, ContainerSpec, ExecResult
+from oci_executor.backend import Container, ContainerSpec, EngineFacts, ExecResult
 from oci_executor.backends._engine import CONNECT_TIMEOUT, EngineBackend
 from oci_executor.backends._rootless import (  # noqa: F401 - re-exported: this backend's public helpers
     ROOTFUL_SOCKET,
@@ -39,6 +40,7 @@ from oci_executor.backends._rootless import (  # noqa: F401 - re-exported: this 
 from oci_executor.channel import Channel, SocketChannel
 from oci_executor.errors import ConfigurationError, ContainerError, EngineUnavailableError, OCIExecutorError
 from oci_executor.hookspecs import hookimpl
+from oci_executor.progress import PullProgress, PullReport
 from oci_executor.registry import BackendRegistry
 
 API_VERSION = "v4.0.0"
@@ -172,11 +174,13 @@ class PodmanBackend(EngineBackend):
     def _stop_service(self) -> None:
         service, self._service = self._service, None
         if service is not None:
-            service.terminate()
+            # The whole process group: rootless Podman re-executes itself in a user namespace,
+            # and a child signalled only through its parent can miss a stop sent soon after start.
+            _signal_group(service, signal.SIGTERM)
             try:
                 service.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                service.kill()
+                _signal_group(service, signal.SIGKILL)
                 service.wait()
         if self._service_dir:
             shutil.rmtree(self._service_dir, ignore_errors=True)
@@ -238,11 +242,59 @@ class PodmanBackend(EngineBackend):
     def rootless(self) -> bool:
         return bool(self.info().get("host", {}).get("security", {}).get("rootless", False))
 
-    def _pull(self, client: Any, image: str) -> Any:
-        # podman-py reports a failed pull only inside the progress stream.
-        for event in client.images.pull(image, stream=True, decode=True):
-            if isinstance(event, dict) and event.get("error"):
+    def facts(self) -> EngineFacts:
+        info = self.info()
+        host, store = info.get("host", {}), info.get("store", {})
+        rootless = self.rootless()
+        cgroup = str(host.get("cgroupVersion", "")).lstrip("v")
+        controllers = set(host.get("cgroupControllers") or ())
+        # Rootless Podman limits only with cgroup v2 and the controller delegated to the user.
+        enforce = {c: not rootless or (cgroup == "2" and c in controllers) for c in ("cpu", "memory")}
+        helper = next(
+            (
+                str(host[key].get("executable", ""))
+                for key in ("pasta", "slirp4netns")
+                if isinstance(host.get(key), dict) and host[key].get("executable")
+            ),
+            "",
+        )
+        return EngineFacts(
+            engine=self.engine,
+            version=str(info.get("version", {}).get("Version", "?")),
+            address=self.address(),
+            rootless=rootless,
+            storage_driver=str(store.get("graphDriverName", "")),
+            storage_root=str(store.get("graphRoot", "")),
+            cgroup_version=cgroup,
+            cpu_limits=enforce["cpu"],
+            memory_limits=enforce["memory"],
+            runtimes=(str(host.get("ociRuntime", {}).get("name", "")),),
+            id_map=tuple(
+                (int(m["container_id"]), int(m["host_id"]), int(m["size"]))
+                for m in host.get("idMappings", {}).get("uidmap") or ()
+            ),
+            network_helper=helper,
+            transient=self.transient_service,
+        )
+
+    def _pull(self, client: Any, image: str, report: PullReport) -> Any:
+        # Podman's API streams text lines ("Copying blob sha256:..."), no byte counts, and
+        # reports a failed pull only inside the stream. tls_verify=None leaves TLS to
+        # registries.conf, as the podman CLI does (podman-py would force it on).
+        layers: list[str] = []
+        for event in client.images.pull(image, stream=True, decode=True, tls_verify=None):
+            if not isinstance(event, dict):
+                continue
+            if event.get("error"):
                 raise RuntimeError(event["error"])
+            line = str(event.get("stream", "")).strip()
+            if line.startswith("Copying blob "):
+                layers.append(line.rsplit(":", 1)[-1][:12])
+                report(PullProgress(image=image, layer=layers[-1], status="Copying blob"))
+            elif line:
+                report(PullProgress(image=image, layer="", status=line))
+        for layer in layers:
+            report(PullProgress(image=image, layer=layer, status="Pull complete", done=True))
         return client.images.get(image)
 
     def _before_start(self, obj: Any, spec: ContainerSpec) -> None:
@@ -313,6 +365,14 @@ class PodmanBackend(EngineBackend):
         exit_code, output = raw
         stdout, stderr = output if isinstance(output, tuple) else (output, b"")
         return ExecResult(int(exit_code or 0), stdout or b"", stderr or b"")
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    """Signal ``process`` and its process group (it leads one: ``start_new_session``)."""
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        process.send_signal(signum)
 
 
 def http_attach(address: str, path: str) -> SocketChannel:

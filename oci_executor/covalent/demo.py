@@ -1,12 +1,11 @@
 """The main job: the seed's workflow (add, then multiply) on the best backend available.
 
-Run with ``python -m oci_executor.covalent.demo`` (or ``oci-executor-demo``). It starts a Covalent
+Run with ``oci-executor demo``. It starts a Covalent
 server if none is running, and stops it afterwards if it started it.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shutil
@@ -19,8 +18,6 @@ from collections.abc import Iterator
 from oci_executor.backend import BackendConfig
 from oci_executor.errors import OCIExecutorError
 from oci_executor.registry import default_registry
-from oci_executor.settings import defaults
-from oci_executor.task import host_python_version
 
 
 def server_url() -> str:
@@ -63,10 +60,6 @@ def covalent_server(timeout: float = 60.0) -> Iterator[str]:
         subprocess.run([*_covalent_cli(), "stop"], check=False, stdout=subprocess.DEVNULL)
 
 
-TEST_IMAGE = f"oci-executor-test/python:{host_python_version()}"
-"""The image scripts/setup-engines.sh builds; used when the default image cannot be had."""
-
-
 def pick_backend(images: list[str]) -> tuple[str, str]:
     """The first of podman, docker that answers and has (or can pull) one of ``images``; else local."""
     registry = default_registry()
@@ -90,24 +83,15 @@ def pick_backend(images: list[str]) -> tuple[str, str]:
     return "local", images[0]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--image",
-        default=os.environ.get("OCI_EXECUTOR_IMAGE"),
-        help=f"image with the host's Python (default: $OCI_EXECUTOR_IMAGE, else "
-        f"{defaults()['image']}, else {TEST_IMAGE})",
-    )
-    parser.add_argument("--backend", default=None, help="force a backend instead of probing")
-    options = parser.parse_args(argv)
-
+def run(images: list[str], backend: str | None = None) -> int:
+    """Dispatch the seed workflow on ``backend`` (else the first that can run one of
+    ``images``) and print its result; 0 when it completed."""
     import covalent as ct
 
     from oci_executor import OCIExecutor
 
-    images = [options.image] if options.image else [defaults()["image"], TEST_IMAGE]
-    if options.backend:
-        backend, image = options.backend, images[0]
+    if backend:
+        image = images[0]
     else:
         print("Choosing a backend ...", file=sys.stderr)
         backend, image = pick_backend(images)
@@ -133,7 +117,3 @@ def main(argv: list[str] | None = None) -> int:
         result = ct.dispatch_sync(workflow)(2, 3)
         print(result)
     return 0 if str(result.status) == "COMPLETED" else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,6 +13,7 @@ import dataclasses
 import inspect
 import json
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,23 @@ from oci_executor.registry import AUTO, default_registry
 from oci_executor.task import TaskOutcome
 
 log = logging.getLogger(__name__)
+_package_log = logging.getLogger("oci_executor")
+
+
+def log_to_server() -> None:
+    """Send our INFO lines (pulls, waits for a free container) to the Covalent server's log.
+
+    Called where tasks run (the server); the server's output is its log file. Once per process,
+    and only when nobody configured our logger already.
+    """
+    if _package_log.handlers:
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("[%(asctime)s] [%(levelname)s] %(name)s: %(message)s"))
+    _package_log.addHandler(handler)
+    _package_log.setLevel(logging.INFO)
+    _package_log.propagate = False
+
 
 EXECUTOR_PLUGIN_NAME = "OCIExecutor"
 COVALENT_OPTIONS = ("log_stdout", "log_stderr", "cache_dir", "time_limit", "retries")
@@ -120,6 +138,7 @@ class OCIExecutor(AsyncBaseExecutor):
         kwargs: dict[str, Any],
         task_metadata: dict[str, Any],
     ) -> Any:
+        log_to_server()
         loop = asyncio.get_running_loop()
 
         def on_container(container: Container) -> None:
