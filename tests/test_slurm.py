@@ -153,7 +153,7 @@ def test_a_new_backend_cancels_the_jobs_of_dead_drivers(slurm: Target) -> None:
         "sbatch",
         "--parsable",
         f"--job-name={_slurm.JOB_NAME}",
-        f"--comment=oci-executor driver={socket.gethostname()}:{dead.pid}:1",
+        f"--comment=oci-executor owner={socket.gethostname()}:{dead.pid}:1",
         "--output=/dev/null",
         "--chdir=/tmp",
         "--time=5",

@@ -24,7 +24,6 @@ import dataclasses
 import logging
 import os
 import re
-import socket
 import subprocess
 import tempfile
 import threading
@@ -52,6 +51,7 @@ from oci_executor.errors import (
     OCIExecutorError,
 )
 from oci_executor.hookspecs import hookimpl
+from oci_executor.owner import owner_state, this_owner
 from oci_executor.registry import BackendRegistry
 
 log = logging.getLogger(__name__)
@@ -69,19 +69,6 @@ def parse_handle(container_id: str) -> tuple[str, str]:
     if not match:
         raise ContainerNotFoundError(f"{container_id!r} is not a slurm backend container handle")
     return match.group(1), match.group(2)
-
-
-def _driver_tag() -> str:
-    """``host:pid:start`` of this process, so a later sweep can tell whether it still lives."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
-
-
-def _start_time(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
 
 
 class SlurmBackend(Backend):
@@ -143,7 +130,7 @@ class SlurmBackend(Backend):
         if not s.installed():
             raise EngineUnavailableError(s.not_installed())
         result = self.cli.run(
-            s.sbatch_argv(self.cli, spec, f"oci-executor driver={_driver_tag()}"), stdin=s.HOLDER.encode()
+            s.sbatch_argv(self.cli, spec, f"oci-executor owner={this_owner()}"), stdin=s.HOLDER.encode()
         )
         if result.returncode != 0:
             raise s.sbatch_error(s.decode(result.stderr), spec, self.cli)
@@ -355,7 +342,7 @@ class SlurmBackend(Backend):
 
     def _end_job(self, job_id: str) -> None:
         """``scancel`` the job (its trap removes the container) and wait until it has ended."""
-        self.cli.run(["scancel", *self._scancel_user(), job_id])
+        self.cli.run(["scancel", job_id])
         deadline = time.monotonic() + GONE_TIMEOUT
         delay = 0.02
         while True:
@@ -368,9 +355,6 @@ class SlurmBackend(Backend):
                 )
             time.sleep(delay)
             delay = min(delay * 1.5, 0.1)
-
-    def _scancel_user(self) -> list[str]:
-        return []
 
     def sweep_unstarted(self, older_than: float) -> list[str]:
         """Cancel our jobs whose driver, a process on this host, has died (their traps remove
@@ -386,17 +370,11 @@ class SlurmBackend(Backend):
         )
         if result.returncode != 0:
             return []
-        host = socket.gethostname()
         swept = []
         for line in s.decode(result.stdout).splitlines():
             job_id, _, comment = line.partition("|")
-            tag = comment.rpartition("driver=")[2]
-            tag_host, _, rest = tag.partition(":")
-            pid, _, started = rest.partition(":")
-            if tag_host != host or not pid.isdigit():
-                continue
-            if _start_time(int(pid)) == started and started:
-                continue  # its driver lives
+            if owner_state(comment.rpartition("owner=")[2]) != "gone":
+                continue  # its driver lives, or runs on another host: the job's limits end it
             try:
                 self._end_job(job_id.strip())
                 swept.append(job_id.strip())
