@@ -311,3 +311,34 @@ def test_a_user_without_root_runs_tasks_on_the_cluster(slurm: Target) -> None:
     assert set(facts["nodes"]) <= {"n1", "n2"}
     assert facts["containers"][0] == facts["containers"][1], "the warm job did not serve the second task"
     assert user.name in facts["owners"]
+
+
+def test_the_next_job_on_a_node_removes_a_container_whose_job_is_gone(slurm: Target) -> None:
+    """A job SIGKILLed without its trap (a node failure) leaves its container: the next job of
+    ours on that node removes it."""
+    name = f"{_slurm.CONTAINER_PREFIX}999999-n1"  # a job id the test cluster never reached
+    labels = [engines.LABEL, f"{_slurm.JOB_LABEL}=999999", f"{_slurm.NODE_LABEL}=n1"]
+    started = subprocess.run(
+        engines.as_test_user(
+            "podman",
+            "run",
+            "-d",
+            "--rm",
+            f"--name={name}",
+            *[f"--label={x}" for x in labels],
+            slurm.image,
+            "sleep",
+            "300",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.returncode == 0, started.stderr
+    assert f"container:{name}" in engines.slurm_leftovers()
+    outcome = slurm.executor(slurm_args=["--nodelist=n1"]).run_sync(node_name, [], {}, META)
+    assert outcome.load_value() == "n1"
+    deadline = time.monotonic() + 30
+    while f"container:{name}" in engines.slurm_leftovers() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert f"container:{name}" not in engines.slurm_leftovers()

@@ -14,10 +14,10 @@ import os
 import pwd
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from oci_executor.backend import MANAGED_LABEL, ContainerSpec
+from oci_executor.backend import ContainerSpec
 from oci_executor.errors import (
     BackendError,
     ConfigurationError,
@@ -395,8 +395,21 @@ def decode(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def labels_filter(labels: Mapping[str, str]) -> list[str]:
-    return [f"--filter=label={key}={value}" for key, value in labels.items()]
+def me() -> str:
+    """The name of the user this process runs as."""
+    return pwd.getpwuid(os.geteuid()).pw_name
 
 
-MANAGED = f"{MANAGED_LABEL}=true"
+def pending_advice(reason: str) -> str:
+    """What a pending job's squeue reason means for the user."""
+    if reason in ("Resources", "Priority", "Dependency", "ReqNodeNotAvail, Reserved for maintenance"):
+        return "the cluster has no free node for the request now"
+    if reason.startswith(("AssocGrp", "AssocMax", "QOS")):
+        return "a limit of the account or qos holds it"
+    if (
+        reason in ("PartitionDown", "PartitionInactive")
+        or "ReqNodeNotAvail" in reason
+        or "NodeDown" in reason
+    ):
+        return "the partition or its nodes are down or drained: `sinfo` shows them; ask the cluster admin"
+    return "`squeue -j JOB -o %r` and `scontrol show job JOB` tell more"

@@ -181,7 +181,7 @@ class SlurmBackend(Backend):
             if waited > spec.queue_timeout:
                 raise BackendError(
                     f"Slurm job {job_id} was still pending after queue_timeout={spec.queue_timeout:g} s "
-                    f"(squeue's reason: {reason or 'none given'}; {_pending_advice(reason)}). It was cancelled. "
+                    f"(squeue's reason: {reason or 'none given'}; {s.pending_advice(reason)}). It was cancelled. "
                     "Raise queue_timeout to wait longer, or ask for less (cpus, memory, gpus) or another partition."
                 )
             time.sleep(delay)
@@ -364,7 +364,7 @@ class SlurmBackend(Backend):
                 "squeue",
                 "--noheader",
                 f"--name={s.JOB_NAME}",
-                f"--user={self.cli.user or _me()}",
+                f"--user={self.cli.user or s.me()}",
                 "--format=%i|%k",
             ]
         )
@@ -417,26 +417,6 @@ class StepChannel(PipeChannel):
             if error is not None:
                 raise error
         return count
-
-
-def _me() -> str:
-    import pwd
-
-    return pwd.getpwuid(os.geteuid()).pw_name
-
-
-def _pending_advice(reason: str) -> str:
-    if reason in ("Resources", "Priority", "Dependency", "ReqNodeNotAvail, Reserved for maintenance"):
-        return "the cluster has no free node for the request now"
-    if reason.startswith(("AssocGrp", "AssocMax", "QOS")):
-        return "a limit of the account or qos holds it"
-    if (
-        reason in ("PartitionDown", "PartitionInactive")
-        or "ReqNodeNotAvail" in reason
-        or "NodeDown" in reason
-    ):
-        return "the partition or its nodes are down or drained: `sinfo` shows them; ask the cluster admin"
-    return "`squeue -j JOB -o %r` and `scontrol show job JOB` tell more"
 
 
 @hookimpl
