@@ -3,10 +3,12 @@ rootless test user): Covalent workflows, placement, cancel, a killed driver, and
 
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -140,6 +142,8 @@ def test_a_killed_driver_leaves_no_job_and_no_container(slurm: Target, tmp_path)
     while engines.slurm_leftovers() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert engines.slurm_leftovers() == []
+    # The start step's stderr file was unlinked at once: the driver's death leaves no file.
+    assert not glob.glob(os.path.join(tempfile.gettempdir(), f"oci-executor-{_slurm.CONTAINER_PREFIX}*"))
 
 
 def test_a_new_backend_cancels_the_jobs_of_dead_drivers(slurm: Target) -> None:

@@ -83,7 +83,8 @@ class SlurmBackend(Backend):
         super().__init__(config)
         self.cli = s.Cli.from_address(self.config.address)
         self._steps: dict[str, subprocess.Popen[bytes]] = {}
-        self._stderr: dict[str, str] = {}
+        self._stderr: dict[str, int] = {}
+        """The start steps' stderr: unlinked temp files held open (nothing left if we are killed)."""
         self._lock = threading.Lock()
 
     # -- the cluster -------------------------------------------------------------------
@@ -221,6 +222,7 @@ class SlurmBackend(Backend):
         ]
         run.insert(run.index(spec.image), "@PIDFILE@")  # the conmon pid file the holder watches
         handle, stderr_path = tempfile.mkstemp(prefix=f"oci-executor-{container_id}-", suffix=".stderr")
+        os.unlink(stderr_path)
         try:
             argv = self.cli.srun(
                 job_id, f"NAME={container_id}\n{s.START}", [spec.image, self.config.pull_policy, *run]
@@ -236,23 +238,21 @@ class SlurmBackend(Backend):
                 start_new_session=True,  # a Ctrl-C of the driver is not the step's to see
             )
         except FileNotFoundError:
-            os.unlink(stderr_path)
-            raise EngineUnavailableError(s.not_installed()) from None
-        finally:
             os.close(handle)
+            raise EngineUnavailableError(s.not_installed()) from None
         with self._lock:
             self._steps[container_id] = process
-            self._stderr[container_id] = stderr_path
+            self._stderr[container_id] = handle
 
     # -- the verbs on a running container ------------------------------------------------
 
     def attach(self, container: Container) -> Channel:
         with self._lock:
             process = self._steps.get(container.id)
-            stderr_path = self._stderr.get(container.id, "")
-        if process is None or process.stdin is None or process.stdout is None:
+            handle = self._stderr.get(container.id)
+        if handle is None or process is None or process.stdin is None or process.stdout is None:
             raise ContainerError(f"container {container.id} was not started by this process: cannot attach")
-        return StepChannel(process, stderr_path, container)
+        return StepChannel(process, f"/proc/self/fd/{handle}", container)
 
     def _step(
         self, container: Container, podman_args: Sequence[str], stdin: bytes | None = None
@@ -324,7 +324,7 @@ class SlurmBackend(Backend):
         self.stop(container)
         with self._lock:
             process = self._steps.pop(container.id, None)
-            stderr_path = self._stderr.pop(container.id, None)
+            handle = self._stderr.pop(container.id, None)
         if process is not None:
             for pipe in (process.stdin, process.stdout):
                 if pipe is not None:
@@ -334,11 +334,8 @@ class SlurmBackend(Backend):
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        if stderr_path:
-            try:
-                os.unlink(stderr_path)
-            except OSError:
-                pass
+        if handle is not None:
+            os.close(handle)
 
     def _end_job(self, job_id: str) -> None:
         """``scancel`` the job (its trap removes the container) and wait until it has ended."""
