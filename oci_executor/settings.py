@@ -96,8 +96,16 @@ OPTIONS: tuple[Option, ...] = (
         "str",
         "",
         _text("address"),
-        "Engine URL; empty: `DOCKER_HOST`, else `unix:///var/run/docker.sock`",
-        "service URL; empty: `CONTAINER_HOST`, else `$XDG_RUNTIME_DIR/podman/podman.sock`, else `unix:///run/podman/podman.sock`, else a transient service",
+        "Engine URL (`unix://`, `tcp://`, `ssh://user@host[:port]`, see docs/remote.md); empty: `DOCKER_HOST`, else `unix:///var/run/docker.sock`",
+        "service URL (`unix://`, `tcp://`, `ssh://user@host[:port]/path/to/podman.sock`) or a connection name (`podman system connection add`); empty: `CONTAINER_HOST`, else `$XDG_RUNTIME_DIR/podman/podman.sock`, else `unix:///run/podman/podman.sock`, else a transient service",
+    ),
+    Option(
+        "ssh_identity",
+        "str",
+        "",
+        _text("ssh_identity"),
+        "private key file for an `ssh://` address (`ssh -i`); empty: your ssh agent and `~/.ssh` keys",
+        "same; empty: the connection's identity, else `CONTAINER_SSHKEY`, else your ssh agent and `~/.ssh` keys",
     ),
     Option(
         "pull_policy",
@@ -293,7 +301,11 @@ def parse(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def backend_config(values: Mapping[str, Any]) -> BackendConfig:
     """The engine address and pull policy handed to the backend."""
-    return BackendConfig(address=values["address"] or None, pull_policy=values["pull_policy"])
+    return BackendConfig(
+        address=values["address"] or None,
+        pull_policy=values["pull_policy"],
+        ssh_identity=values["ssh_identity"] or None,
+    )
 
 
 def container_spec(values: Mapping[str, Any], labels: Mapping[str, str]) -> ContainerSpec:
