@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stop the container-engine services that scripts/setup-engines.sh started:
-# the rootless Podman service of the test user, the rootful Podman service and dockerd.
+# the test sshd (scripts/setup-sshd.sh), the rootless Podman service of the test user, the
+# rootful Podman service and dockerd.
 # Only processes recorded in /run/oci-executor/*.pid are touched. Images, the test
 # user and the cached root filesystems stay; rerun setup-engines.sh to start again.
 set -euo pipefail
@@ -40,6 +41,7 @@ stop_pidfile() {
     log "$name: stopped (pid $pid)"
 }
 
+stop_pidfile "sshd (remote-engine tests)" "$STATE_DIR/sshd.pid" "sshd"
 stop_pidfile "podman (rootless, $TEST_USER)" "$STATE_DIR/podman-rootless.pid" "podman system service"
 # The rootless user namespace is held by a pause process (catatonit -P); end it too so
 # that nothing of the test user's Podman keeps running. Podman recreates it on demand.
