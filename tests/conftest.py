@@ -60,9 +60,10 @@ class Target:
         from oci_executor import OCIExecutor
 
         options.setdefault("keep_warm", KEEP_WARM)
+        options.setdefault("image", self.image)
         if self.identity:
             options.setdefault("ssh_identity", self.identity)
-        return OCIExecutor(image=self.image, backend=self.backend, address=self.address, **options)
+        return OCIExecutor(backend=self.backend, address=self.address, **options)
 
     def our_containers(self) -> list[str]:
         """IDs of containers carrying our label (engines) or our temp folders (local)."""

@@ -319,7 +319,7 @@ class EngineBackend(SdkErrors, Backend):
         link is not silently rebuilt here (the next task's connection does that).
         """
         target = self.remote()
-        if target is not None and self._tunnel is not None and not self._tunnel.alive():
+        if target is not None and self._tunnel is not None and self._tunnel.lost():
             raise self._remote_problem(target, "the ssh tunnel ended")
         try:
             client = self.client()
@@ -535,6 +535,8 @@ class EngineBackend(SdkErrors, Backend):
                 raise
 
     def remove(self, container: Container) -> None:
+        if self.remote() is not None:
+            self.client()  # a lost ssh link is connected again first
         with self._lock:
             obj = self._containers.pop(container.id, None)
         if obj is None:

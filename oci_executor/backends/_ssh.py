@@ -235,6 +235,11 @@ class Tunnel:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def lost(self) -> bool:
+        """Whether the ssh process came up and has since ended (the link is gone)."""
+        process = self.process
+        return self.was_up and process is not None and process.poll() is not None
+
     def stderr(self) -> str:
         return "\n".join(self._stderr)
 
