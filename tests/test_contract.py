@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import os
 import socket
-
 from collections.abc import Iterator
 
 import pytest

@@ -351,13 +351,17 @@ def test_volume_findings_name_the_remote_host() -> None:
     engines.require_engine("docker-ssh")
     here = tempfile.mkdtemp(prefix="oci-vol-")
     try:
-        config = BackendConfig(address=f"ssh://root@127.0.0.1:{PORT}", ssh_identity=engines.identity("docker-ssh"))
+        config = BackendConfig(
+            address=f"ssh://root@127.0.0.1:{PORT}", ssh_identity=engines.identity("docker-ssh")
+        )
         findings = volume_findings(config, [Volume(here, "/data"), Volume("/oci-no-such-folder", "/x")])
         text = "\n".join(f.message for f in findings)
         assert "127.0.0.1" in text and "not on this machine" in text
         missing = [f for f in findings if f.path == "/oci-no-such-folder"]
         assert missing and missing[0].level == "error" and "does not exist on 127.0.0.1" in missing[0].message
         assert not [f for f in findings if f.path == here and f.level == "error"]
-        assert volume_findings(BackendConfig(address="unix:///var/run/docker.sock"), [Volume(here, "/d")]) == []
+        assert (
+            volume_findings(BackendConfig(address="unix:///var/run/docker.sock"), [Volume(here, "/d")]) == []
+        )
     finally:
         os.rmdir(here)
