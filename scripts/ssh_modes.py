@@ -40,10 +40,13 @@ def measure(name: str, make: Any, image: str, calls: int, log: str | None) -> No
         t = time.perf_counter()
         client.ping()
         pings.append(time.perf_counter() - t)
+    print(f"{name:28s} ping {statistics.median(pings) * 1000:6.1f} ms (median of {calls})", flush=True)
     execs: list[float] = []
     failed = ""
     try:
-        container = client.containers.run(image, ["sleep", "300"], detach=True, labels={"io.oci-executor.bench": "1"})
+        container = client.containers.run(
+            image, ["sleep", "300"], detach=True, labels={"io.oci-executor.bench": "1"}
+        )
     except Exception as exc:  # noqa: BLE001 - docker-py's ssh modes fail some calls
         failed = f"  containers.run FAILED: {type(exc).__name__}: {exc}"
     else:
@@ -84,7 +87,10 @@ def main() -> None:
         ("local socket (reference)", lambda: docker.DockerClient(base_url=options.local)),
         ("oci-executor ssh tunnel", lambda: docker.DockerClient(base_url=backend.endpoint())),
         ("docker-py paramiko", lambda: docker.DockerClient(base_url=options.address)),
-        ("docker-py use_ssh_client", lambda: docker.DockerClient(base_url=options.address, use_ssh_client=True)),
+        (
+            "docker-py use_ssh_client",
+            lambda: docker.DockerClient(base_url=options.address, use_ssh_client=True),
+        ),
     ]
     try:
         for name, make in modes:
