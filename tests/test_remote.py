@@ -365,3 +365,50 @@ def test_volume_findings_name_the_remote_host() -> None:
         )
     finally:
         os.rmdir(here)
+
+
+# -- our own parsing and classification (no engine) --------------------------------------------
+
+
+def test_ssh_addresses_parse() -> None:
+    from oci_executor.backends._ssh import parse
+
+    target = parse("ssh://me@bigbox:2222/run/user/1000/podman/podman.sock", "~/.ssh/k")
+    assert (target.user, target.host, target.port) == ("me", "bigbox", 2222)
+    assert target.socket == "/run/user/1000/podman/podman.sock"
+    assert target.identity == os.path.expanduser("~/.ssh/k")
+    assert target.where == "me@bigbox:2222"
+    bare = parse("ssh://bigbox")
+    assert (bare.user, bare.port, bare.socket, bare.login) == ("", None, "", "bigbox")
+
+
+@pytest.mark.parametrize(
+    "address, match",
+    [("ssh://me:secret@bigbox", "password"), ("ssh://me@bigbox:port", "bad port"), ("ssh://", "not an ssh")],
+)
+def test_bad_ssh_addresses_are_refused(address: str, match: str) -> None:
+    from oci_executor.backends._ssh import parse
+    from oci_executor.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=match):
+        parse(address)
+
+
+@pytest.mark.parametrize(
+    "stderr, reason",
+    [
+        ("ssh: Could not resolve hostname bigbx: Name or service not known", "unknown-host"),
+        ("Host key verification failed.", "host-key"),
+        ("me@bigbox: Permission denied (publickey).", "key-refused"),
+        ('Load key "/k": bad permissions', "key-file"),
+        ("ssh: connect to host bigbox port 22: Connection refused", "refused"),
+        ("ssh: connect to host bigbox port 22: Connection timed out", "unreachable"),
+        ("something else entirely", "ssh"),
+    ],
+)
+def test_ssh_failures_are_classified_with_a_fix(stderr: str, reason: str) -> None:
+    from oci_executor.backends._ssh import login_error, parse
+
+    error = login_error(parse("ssh://me@bigbox"), stderr)
+    assert error.reason == reason and error.host == "bigbox"
+    assert "me@bigbox" in str(error) and "Fix:" in str(error)
