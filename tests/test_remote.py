@@ -412,3 +412,20 @@ def test_ssh_failures_are_classified_with_a_fix(stderr: str, reason: str) -> Non
     error = login_error(parse("ssh://me@bigbox"), stderr)
     assert error.reason == reason and error.host == "bigbox"
     assert "me@bigbox" in str(error) and "Fix:" in str(error)
+
+
+def test_podman_address_without_a_path_uses_the_socket_podman_info_reports() -> None:
+    engines.require_engine("podman-rootless-ssh")
+    address = f"ssh://{engines.ROOTLESS_USER}@127.0.0.1:{PORT}"
+    backend = PodmanBackend(
+        BackendConfig(address=address, ssh_identity=engines.identity("podman-rootless-ssh"))
+    )
+    try:
+        backend.check()
+        target = backend.remote()
+        assert (
+            target is not None and target.socket == f"/run/user/{engines.rootless_uid()}/podman/podman.sock"
+        )
+        assert backend.rootless()
+    finally:
+        backend.close()
