@@ -11,6 +11,7 @@ import abc
 import contextlib
 import dataclasses
 import shlex
+import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -182,7 +183,7 @@ class EngineBackend(SdkErrors, Backend):
             return True
         try:
             tunnel.process.wait(timeout=1.0)
-        except Exception:  # noqa: BLE001 - still running: the link is up
+        except subprocess.TimeoutExpired:  # still running: the link is up
             return False
         return True
 
