@@ -359,7 +359,7 @@ def _server_tunnels(login: str) -> list[int]:
                 env = handle.read().split(b"\0")
         except OSError:
             continue
-        if argv[:1] == [b"ssh"] and login.encode() in argv and b"-N" in argv and home in env:
+        if argv[:1] == [b"ssh"] and login.encode() in argv and b"-L" in argv and home in env:
             found.append(pid)
     return found
 
