@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -295,7 +296,8 @@ def test_podman_connection_name_is_an_address(monkeypatch: pytest.MonkeyPatch) -
     name = f"oci-test-{os.getpid()}"
     home = os.environ["HOME"]  # the tests' own HOME: the connection goes into its containers.conf
     os.makedirs(os.path.join(home, ".ssh"), exist_ok=True)
-    with open("/root/.ssh/known_hosts") as src, open(os.path.join(home, ".ssh", "known_hosts"), "w") as dst:
+    mine = os.path.join(pwd.getpwuid(os.getuid()).pw_dir, ".ssh", "known_hosts")  # what our ssh reads
+    with open(mine) as src, open(os.path.join(home, ".ssh", "known_hosts"), "w") as dst:
         dst.write(src.read())  # podman's own ssh reads $HOME/.ssh/known_hosts
     identity = engines.identity("podman-rootless-ssh")
     subprocess.run(

@@ -283,8 +283,13 @@ class Tunnel:
             self.target.login,
             HOLD_COMMAND,
         ]
+        # Its own session: a Ctrl-C meant for this process must not cut the link its clean-up needs.
         self.process = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         self.starts += 1
         threading.Thread(
