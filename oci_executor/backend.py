@@ -31,8 +31,11 @@ class BackendConfig:
     """How to reach and use an engine; built by the executor from its options."""
 
     address: str | None = None
-    """Engine socket URL (``unix:///...``, ``tcp://...``); ``None`` means the backend's default."""
+    """Engine socket URL (``unix:///...``, ``tcp://...``, ``ssh://user@host[:port][/socket]``), or a
+    Podman connection name; ``None`` means the backend's default."""
     pull_policy: PullPolicy = "missing"
+    ssh_identity: str | None = None
+    """Private key file for ``ssh://`` addresses; ``None``: ssh's own choice (agent, ~/.ssh)."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,8 @@ class Container:
     """Interpreter to exec inside the container."""
     address: str = ""
     """Where the engine that holds it answers (for a job handle)."""
+    ssh_identity: str = ""
+    """The key file that reaches a remote engine (for a job handle), if one was set."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@
     │   └── UnknownBackendError       no backend registered under that name
     ├── BackendError                  the engine refused or failed an operation
     │   ├── EngineUnavailableError    the engine does not answer (not running, silent, gone)
-    │   │   └── EnginePermissionError the socket exists but this user may not use it
+    │   │   ├── EnginePermissionError the socket exists but this user may not use it
+    │   │   └── SshConnectionError    a remote engine's host: unknown, refused the key, no engine, link lost
     │   ├── ImageNotFoundError        not in the store, and pull_policy forbids a pull
     │   ├── ImagePullError            a pull failed
     │   ├── ImageHasNoPythonError     no interpreter at the configured path
@@ -74,6 +75,32 @@ class EngineUnavailableError(BackendError):
 
 class EnginePermissionError(EngineUnavailableError):
     """The engine's socket exists but this user may not use it."""
+
+
+class SshConnectionError(EngineUnavailableError):
+    """A remote engine (an ``ssh://`` address) cannot be reached, logged in to, or served.
+
+    ``host``, ``user`` and ``port`` name the remote host; ``reason`` says what failed:
+    ``unknown-host``, ``host-key``, ``key-refused``, ``key-file``, ``refused``, ``unreachable``,
+    ``timeout``, ``no-engine``, ``wrong-socket``, ``socket-permission``, ``link-lost``,
+    ``no-client``, ``ssh``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        host: str = "",
+        user: str = "",
+        port: int | None = None,
+        reason: str = "",
+        **fields: object,
+    ) -> None:
+        super().__init__(message, **fields)  # type: ignore[arg-type]
+        self.host = host
+        self.user = user
+        self.port = port
+        self.reason = reason
 
 
 class ImageNotFoundError(BackendError):

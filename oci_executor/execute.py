@@ -199,10 +199,16 @@ def _engine_gone(runner: Runner) -> None:
     try:
         runner.backend.check()
     except EngineUnavailableError as exc:
-        raise EngineUnavailableError(
-            f"the engine went away while the task ran in container {runner.container.id[:12]}: the task did "
-            f"not finish, and its container ended with its runner (or goes when the engine restarts). {exc}"
-        ) from None
+        # Same type and fields (a lost ssh link stays an SshConnectionError naming its host).
+        if getattr(exc, "reason", "") == "link-lost":
+            lead = f"the task in container {runner.container.id[:12]} did not finish: {exc}"
+        else:
+            lead = (
+                f"the engine went away while the task ran in container {runner.container.id[:12]}: the task did "
+                f"not finish, and its container ended with its runner (or goes when the engine restarts). {exc}"
+            )
+        exc.args = (lead,)
+        raise exc from None
 
 
 def _text(chunks: list[bytes]) -> str:

@@ -99,9 +99,18 @@ OPTIONS: tuple[Option, ...] = (
         "str",
         "",
         _text("address"),
-        "Engine URL; empty: `DOCKER_HOST`, else `unix:///var/run/docker.sock`",
-        "service URL; empty: `CONTAINER_HOST`, else your rootless socket (`$XDG_RUNTIME_DIR/podman/podman.sock`, `/run/user/UID/...` or `/tmp/podman-run-UID/...`), else (root only) `unix:///run/podman/podman.sock`; with neither set and no socket answering, a transient service",
+        "Engine URL (`unix://`, `tcp://`, `ssh://user@host[:port]`, see docs/remote.md); empty: `DOCKER_HOST`, else `unix:///var/run/docker.sock`",
+        "service URL (`unix://`, `tcp://`, `ssh://user@host[:port]/path/to/podman.sock`) or a connection name (`podman system connection add`); empty: `CONTAINER_HOST`, else your rootless socket (`$XDG_RUNTIME_DIR/podman/podman.sock`, `/run/user/UID/...` or `/tmp/podman-run-UID/...`), else (root only) `unix:///run/podman/podman.sock`; with neither set and no socket answering, a transient service",
         slurm="path of the cluster's `slurm.conf` (as `SLURM_CONF`); empty: `SLURM_CONF`, else Slurm's default; root only: `USER@PATH` runs the jobs as USER",
+    ),
+    Option(
+        "ssh_identity",
+        "str",
+        "",
+        _text("ssh_identity"),
+        "private key file for an `ssh://` address (`ssh -i`); empty: your ssh agent and `~/.ssh` keys",
+        "same; empty: the connection's identity, else `CONTAINER_SSHKEY`, else your ssh agent and `~/.ssh` keys",
+        slurm="not used (the Slurm command line tools reach the cluster)",
     ),
     Option(
         "pull_policy",
@@ -353,7 +362,11 @@ def parse(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def backend_config(values: Mapping[str, Any]) -> BackendConfig:
     """The engine address and pull policy handed to the backend."""
-    return BackendConfig(address=values["address"] or None, pull_policy=values["pull_policy"])
+    return BackendConfig(
+        address=values["address"] or None,
+        pull_policy=values["pull_policy"],
+        ssh_identity=values["ssh_identity"] or None,
+    )
 
 
 def container_spec(values: Mapping[str, Any], labels: Mapping[str, str]) -> ContainerSpec:

@@ -21,7 +21,10 @@ machine's noise hits both alike, and reported as medians with n and their ratio:
 4. 10 MB and 200 MB round trips, each in a fresh Python process: time, and the driver's peak
    extra memory (VmHWM minus VmRSS after creating the payload) over the payload's size;
 5. docker only: the seed document's CLI pattern (``docker run -dit``, ``docker exec``,
-   ``docker stop``) next to our cold task, for comparison.
+   ``docker stop``) next to our cold task, for comparison;
+6. remote engines (``docker-ssh``, ``podman-rootless-ssh``: the same engines through the test
+   sshd of scripts/setup-sshd.sh): the warm task over ssh vs the same warm task on the same
+   engine's local socket.
 
 It ends with a markdown summary table (backend | figure | ours | floor | ratio | target) and
 checks that no container of ours was left on any engine. Figures are ratios: on a noisy
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import glob
 import json
 import os
@@ -56,9 +60,11 @@ TASK_META = {"dispatch_id": "bench", "node_id": 0}
 MB = 1024 * 1024
 FANOUT_WIDTH = 50
 FANOUT_RESULT = sum(i * i for i in range(FANOUT_WIDTH))
-ALL_BACKENDS = ("local", "docker", "podman", "podman-rootless", "slurm")
+ALL_BACKENDS = ("local", "docker", "podman", "podman-rootless", "docker-ssh", "podman-rootless-ssh", "slurm")
 SLURM_CONF = os.environ.get("OCI_TEST_SLURM_CONF", "/run/oci-executor/slurm/slurm.conf")
 """The test cluster of scripts/setup-slurm.sh; as root, jobs run as the rootless test user."""
+SSH_PORT = int(os.environ.get("OCI_TEST_SSH_PORT", "22422"))
+SSH_KEYS = os.environ.get("OCI_TEST_SSH_KEYS", "/etc/oci-executor/ssh")
 ROOTLESS_USER = os.environ.get("OCI_TEST_ROOTLESS_USER", "ocitest")
 SETTLE_TIMEOUT = 60.0
 """Seconds to wait for a Covalent server's warm containers to be removed after a dispatch."""
@@ -89,6 +95,10 @@ class Target:
     cli: tuple[str, ...] = ()
     """The engine's CLI, pointed at the same engine (empty for local or without a CLI)."""
     run_id: str = ""
+    identity: str = ""
+    """The ssh key of a remote target."""
+    local_address: str = ""
+    """A remote target's engine on this machine (the figure's floor, and for listing containers)."""
 
     @property
     def label(self) -> str:
@@ -103,17 +113,20 @@ class Target:
         from oci_executor import OCIExecutor
 
         labels = {RUN_LABEL: self.run_id}
+        if self.identity:
+            options.setdefault("ssh_identity", self.identity)
         return OCIExecutor(image=image, backend=self.backend, address=self.address, labels=labels, **options)
 
     def client(self) -> Any:
-        """An SDK client for the engine (docker-py or podman-py)."""
+        """An SDK client for the engine (docker-py or podman-py), on its local socket."""
+        address = self.local_address or self.address
         if self.backend == "docker":
             import docker
 
-            return docker.DockerClient(base_url=self.address, timeout=60)
+            return docker.DockerClient(base_url=address, timeout=60)
         import podman
 
-        return podman.PodmanClient(base_url=self.address)
+        return podman.PodmanClient(base_url=address)
 
 
 def rootless_address() -> str | None:
@@ -131,6 +144,14 @@ def make_target(target_id: str, run_id: str) -> Target | str:
     """The target for ``target_id``, or why it cannot be measured."""
     if target_id == "local":
         return Target("local", "local", "", (), run_id)
+    if target_id in ("docker-ssh", "podman-rootless-ssh"):
+        local = make_target(target_id.removesuffix("-ssh"), run_id)
+        if isinstance(local, str):
+            return local
+        user = "root" if target_id == "docker-ssh" else ROOTLESS_USER
+        path = local.address.removeprefix("unix://") if target_id != "docker-ssh" else ""
+        address = f"ssh://{user}@127.0.0.1:{SSH_PORT}{path}"
+        return Target(target_id, local.backend, address, (), run_id, f"{SSH_KEYS}/id_{user}", local.address)
     if target_id == "docker":
         address = os.environ.get("OCI_TEST_DOCKER_HOST", "unix:///var/run/docker.sock")
         docker = shutil.which("docker")
@@ -185,6 +206,23 @@ def probe(target: Target, image: str) -> str | None:
         return (
             None if found.returncode == 0 else f"cluster or image {image} not usable: {found.stderr.strip()}"
         )
+    if target.local_address:
+        problem = probe(dataclasses.replace(target, address=target.local_address, local_address=""), image)
+        if problem:
+            return problem
+        from oci_executor.backend import BackendConfig
+        from oci_executor.registry import default_registry
+
+        backend = default_registry().get(target.backend)(
+            BackendConfig(target.address, ssh_identity=target.identity)
+        )
+        try:
+            backend.check()
+        except Exception as exc:  # noqa: BLE001 - any failure means "not usable"
+            return f"{target.address}: {exc} (sudo bash scripts/setup-engines.sh starts the test sshd)"
+        finally:
+            backend.close()
+        return None
     try:
         client = target.client()
         try:
@@ -461,6 +499,26 @@ def warm_figure(target: Target, image: str, n: int) -> Row:
     return Row(target.id, figure, ours, floors, "s", 1.0, label)
 
 
+def warm_ssh_figure(target: Target, image: str, n: int) -> Row:
+    """The warm task over ssh vs the same warm task on the same engine's local socket."""
+    from oci_executor.pool import POOL
+
+    remote = target.executor(image, reuse="dispatch", keep_warm=600.0)
+    local = dataclasses.replace(target, address=target.local_address, identity="").executor(
+        image, reuse="dispatch", keep_warm=600.0
+    )
+    try:
+        run_task(remote, add, [1, 2], 3)  # untimed: the ssh tunnel and the warm containers
+        run_task(local, add, [1, 2], 3)
+        ours, floors = side_by_side(
+            lambda: run_task(remote, add, [2, 3], 5), lambda: run_task(local, add, [2, 3], 5), n
+        )
+    finally:
+        POOL.drain()
+    label = f"the same warm task on {target.local_address}"
+    return Row(target.id, "warm task over ssh vs local socket", ours, floors, "s", 1.3, label)
+
+
 # -- 3. fan-out through a Covalent server ------------------------------------------------------
 
 
@@ -637,6 +695,8 @@ def guarded(name: str, measure: Callable[[], Row | list[Row]]) -> list[Row]:
 def measure_target(target: Target, options: argparse.Namespace, server: bool) -> list[Row]:
     image = options.image
     rows: list[Row] = []
+    if target.local_address:  # a remote engine: what ssh adds to a warm task
+        return guarded("warm task over ssh", lambda: warm_ssh_figure(target, image, options.tasks))
     if target.is_engine and not target.cli:
         print("  cold task: skipped (no engine CLI on PATH for the `run --rm` floor)")
     else:

@@ -6,6 +6,7 @@
 #   * rootful Podman REST service         unix:///run/podman/podman.sock
 #   * rootless Podman REST service of the unprivileged user "ocitest"
 #                                         unix:///run/user/<uid>/podman/podman.sock
+#   * an OpenSSH server on 127.0.0.1:22422 for the remote-engine tests (scripts/setup-sshd.sh)
 #   * test images built locally with debootstrap and loaded into all three stores:
 #       oci-executor-test/python:3.11    Debian bookworm minbase + python3 (3.11)
 #       oci-executor-test/python:3.9     Debian bullseye minbase + python3 (3.9)
@@ -548,6 +549,7 @@ build_images
 build_extra_images
 start_registry
 verify
+bash "$(dirname "${BASH_SOURCE[0]}")/setup-sshd.sh" || FAILURES+=("sshd for the remote-engine tests")
 
 echo
 echo "Engines (took $(( $(date +%s) - T0 ))s):"
@@ -555,6 +557,7 @@ echo "  Docker            DOCKER_HOST=unix://$DOCKER_SOCK"
 echo "  Podman (rootful)  unix://$PODMAN_SOCK"
 echo "  Podman (rootless) unix://$ROOTLESS_SOCK   (user $TEST_USER, uid $TEST_UID, XDG_RUNTIME_DIR=$TEST_XDG)"
 echo "  Registry          http://$REGISTRY (insecure; holds $PULL_PROBE)"
+echo "  over ssh          ssh://root@127.0.0.1:${OCI_TEST_SSH_PORT:-22422} and ssh://$TEST_USER@127.0.0.1:${OCI_TEST_SSH_PORT:-22422}$ROOTLESS_SOCK (keys in /etc/oci-executor/ssh)"
 echo "Images: $IMAGE_PREFIX/python:3.11 $IMAGE_PREFIX/python:3.9 $IMAGE_PREFIX/nopython:latest (+ optional :3.10 :3.12)"
 if ((${#FAILURES[@]})); then
     die "${#FAILURES[@]} check(s) failed: ${FAILURES[*]}"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stop the services that scripts/setup-engines.sh started: the test Slurm cluster
-# (slurmd n1/n2, slurmctld, munged; its jobs are cancelled first), the rootless Podman
-# service of the test user, the rootful Podman service, dockerd and the test registry.
+# (slurmd n1/n2, slurmctld, munged; its jobs are cancelled first), the test sshd
+# (scripts/setup-sshd.sh), the rootless Podman service of the test user, the rootful Podman
+# service, dockerd and the test registry.
 # Only processes recorded in /run/oci-executor/*.pid are touched. Images, the test
 # user and the cached root filesystems stay; rerun setup-engines.sh to start again.
 set -euo pipefail
@@ -54,6 +55,7 @@ done
 stop_pidfile "slurmctld" "$STATE_DIR/slurmctld.pid" "slurmctld"
 stop_pidfile "munged" "$STATE_DIR/munged.pid" "munged"
 
+stop_pidfile "sshd (remote-engine tests)" "$STATE_DIR/sshd.pid" "sshd"
 stop_pidfile "podman (rootless, $TEST_USER)" "$STATE_DIR/podman-rootless.pid" "podman system service"
 # Rootless Podman re-executes itself in a user namespace, under another pid than the recorded one.
 if uid=$(id -u "$TEST_USER" 2>/dev/null) && pkill -TERM -f "podman system service --time=0 unix:///run/user/$uid/podman/podman.sock"; then

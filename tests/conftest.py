@@ -64,6 +64,10 @@ class Target:
     backend: str
     address: str
     image: str
+    identity: str = ""
+    """The ssh key of a remote target."""
+    local_address: str = ""
+    """Where a remote target's engine answers on this machine (to list containers independently)."""
 
     @property
     def is_engine(self) -> bool:
@@ -77,6 +81,7 @@ class Target:
             "backend": self.backend,
             "address": self.address,
             "keep_warm": KEEP_WARM,
+            **({"ssh_identity": self.identity} if self.identity else {}),
             **options,
         }
         return OCIExecutor(**options)
@@ -85,15 +90,16 @@ class Target:
         """IDs of containers carrying our label (engines) or our temp folders (local)."""
         if not self.is_engine:
             return sorted(glob.glob(os.path.join(tempfile.gettempdir(), "oci-executor-local-*")))
-        return engines.labelled_containers(self.backend, self.address)
+        return engines.labelled_containers(self.backend, self.local_address or self.address)
 
 
 def _target(target_id: str) -> Target:
     if target_id == "local":
         return Target("local", "local", "", engines.test_image())
     address = engines.require_engine(target_id)
-    backend = "podman" if target_id.startswith("podman") else target_id
-    return Target(target_id, backend, address, engines.test_image())
+    backend = "podman" if target_id.startswith("podman") else target_id.removesuffix("-ssh")
+    local = engines.address(engines.LOCAL_OF[target_id]) if target_id in engines.LOCAL_OF else ""
+    return Target(target_id, backend, address, engines.test_image(), engines.identity(target_id), local)
 
 
 KEEP_WARM = 2.0
@@ -127,6 +133,12 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
 @pytest.fixture(params=engines.ENGINE_TARGETS)
 def engine_target(request: pytest.FixtureRequest) -> Iterator[Target]:
     """Each real engine; asserts no container of ours is left afterwards."""
+    yield from _leaving_nothing(request.param)
+
+
+@pytest.fixture(params=engines.REMOTE_TARGETS)
+def remote_target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    """Each engine reached over ssh (the test sshd); asserts no container of ours is left afterwards."""
     yield from _leaving_nothing(request.param)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import pwd
+import subprocess
 import time
 
 import pytest
@@ -18,6 +19,12 @@ ENGINE_TARGETS = ["docker", "podman", "podman-rootless"]
 CONTRACT_TARGETS = ["local", *ENGINE_TARGETS, "slurm"]
 SLURM_CONF = os.environ.get("OCI_TEST_SLURM_CONF", "/run/oci-executor/slurm/slurm.conf")
 """The test cluster's config, written by scripts/setup-slurm.sh."""
+REMOTE_TARGETS = ["docker-ssh", "podman-rootless-ssh"]
+"""The same engines reached over ssh (scripts/setup-sshd.sh: a real sshd on 127.0.0.1)."""
+LOCAL_OF = {"docker-ssh": "docker", "podman-rootless-ssh": "podman-rootless"}
+"""The local target of each remote one: the same engine, through its socket on this machine."""
+SSH_PORT = int(os.environ.get("OCI_TEST_SSH_PORT", "22422"))
+SSH_KEYS = os.environ.get("OCI_TEST_SSH_KEYS", "/etc/oci-executor/ssh")
 LABEL = "io.oci-executor.managed=true"
 PULL_PROBE = "127.0.0.1:5000/oci-executor-test/pull-probe:latest"
 """An image only the test registry holds (scripts/setup-engines.sh pushes it): pulls for real."""
@@ -38,7 +45,28 @@ def test_image(kind: str = "") -> str:
     return os.environ.get("OCI_TEST_IMAGE", f"oci-executor-test/python:{minor}")
 
 
+def rootless_uid() -> int | None:
+    try:
+        return pwd.getpwnam(ROOTLESS_USER).pw_uid
+    except KeyError:
+        return None
+
+
+def ssh_user(target_id: str) -> str:
+    """Who a remote target logs in as: root for Docker, the rootless user for its Podman."""
+    return "root" if target_id == "docker-ssh" else ROOTLESS_USER
+
+
+def identity(target_id: str) -> str:
+    """The private key a remote target logs in with ("" for a local target)."""
+    return f"{SSH_KEYS}/id_{ssh_user(target_id)}" if target_id in LOCAL_OF else ""
+
+
 def address(target_id: str) -> str:
+    if target_id == "docker-ssh":
+        return f"ssh://root@127.0.0.1:{SSH_PORT}"
+    if target_id == "podman-rootless-ssh":
+        return f"ssh://{ROOTLESS_USER}@127.0.0.1:{SSH_PORT}/run/user/{rootless_uid()}/podman/podman.sock"
     if target_id == "docker":
         return os.environ.get("OCI_TEST_DOCKER_HOST", "unix:///var/run/docker.sock")
     if target_id == "podman":
@@ -175,6 +203,10 @@ def _engine_problem(backend: str, addr: str) -> str | None:
 def require_engine(target_id: str) -> str:
     """The engine's address, once it answered and has the test image; else skip or fail."""
     addr = address(target_id)
+    if target_id in LOCAL_OF:
+        require_engine(LOCAL_OF[target_id])
+    if target_id not in _status and target_id in LOCAL_OF:
+        _status[target_id] = _ssh_problem(target_id)
     if target_id not in _status:
         backend = "podman" if target_id.startswith("podman") else target_id
         problem = _slurm_problem() if target_id == "slurm" else _engine_problem(backend, addr)
@@ -183,6 +215,19 @@ def require_engine(target_id: str) -> str:
     if problem:
         unusable(f"{target_id} engine at {addr} not usable with image {test_image()} ({problem})")
     return addr
+
+
+def _ssh_problem(target_id: str) -> str | None:
+    """Why the test sshd cannot log ``target_id``'s user in, or None."""
+    argv = ["ssh", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=5"]
+    argv += ["-i", identity(target_id), "-p", str(SSH_PORT), f"{ssh_user(target_id)}@127.0.0.1", "true"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"ssh: {exc}"
+    if done.returncode != 0:
+        return f"test sshd on 127.0.0.1:{SSH_PORT}: {done.stderr.strip()[-300:]} (scripts/setup-sshd.sh)"
+    return None
 
 
 def container_ids(client, label: str) -> list[str]:  # type: ignore[no-untyped-def]

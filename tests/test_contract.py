@@ -5,15 +5,22 @@ from __future__ import annotations
 import functools
 import os
 import socket
+from collections.abc import Iterator
 
 import pytest
 
 from oci_executor.covalent.wrapper import transportable
 from oci_executor.errors import ResultSerializationError
-from tests import tasks
-from tests.conftest import Target
+from tests import engines, tasks
+from tests.conftest import Target, _leaving_nothing
 
 META = {"dispatch_id": "contract", "node_id": 0}
+
+
+@pytest.fixture(params=[*engines.CONTRACT_TARGETS, *engines.REMOTE_TARGETS])
+def target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    """Every backend, and the engines over ssh (``-k ssh`` selects those)."""
+    yield from _leaving_nothing(request.param)
 
 
 def covalent_task(fn, *args, call_before=(), call_after=(), **kwargs):  # type: ignore[no-untyped-def]

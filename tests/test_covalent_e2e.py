@@ -348,3 +348,83 @@ def test_the_readme_example_prints_its_result(server: str, engine_target: Target
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == promised.group(1)
+
+
+# -- remote engines over ssh (the test sshd) ----------------------------------------------------
+
+
+def test_seed_workflow_on_remote_engine(server: str, remote_target: Target) -> None:
+    _assert_seed_result(_dispatch(seed_workflow(remote_target.executor()), 2, 3))
+
+
+def _wait_for_dispatch_container(target: Target, dispatch_id: str) -> list[str]:
+    client = engines._client(target.backend, target.local_address)
+    try:
+        deadline = time.monotonic() + 60
+        while not (found := engines.container_ids(client, f"io.oci-executor.dispatch-id={dispatch_id}")):
+            assert time.monotonic() < deadline, "the task's container never appeared"
+            time.sleep(0.2)
+        return found
+    finally:
+        client.close()
+
+
+def _gone(target: Target, ids: list[str], within: float) -> bool:
+    deadline = time.monotonic() + within
+    while set(ids) & set(target.our_containers()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not set(ids) & set(target.our_containers())
+
+
+def test_cancel_reaches_the_remote_engine(server: str, remote_target: Target) -> None:
+    """The server process cancels through the job handle's ssh address and key."""
+    import covalent as ct
+
+    dispatch_id = ct.dispatch(slow_workflow(remote_target.executor()))()
+    ids = _wait_for_dispatch_container(remote_target, dispatch_id)
+    time.sleep(1.0)  # the job handle is stored right after the container's Python check
+    ct.cancel(dispatch_id)
+    assert _gone(remote_target, ids, 30), "the container survived the cancel"
+    result = ct.get_result(dispatch_id, wait=True)
+    assert str(_node(result)["status"]) == "CANCELLED"
+
+
+def _server_tunnels(login: str) -> list[int]:
+    """The ssh processes of the Covalent server's tunnels to ``login`` (its HOME is ours)."""
+    import glob
+
+    home = f"HOME={os.environ['HOME']}".encode()
+    found = []
+    for path in glob.glob("/proc/[0-9]*/cmdline"):
+        pid = int(path.split("/")[2])
+        try:
+            with open(path, "rb") as handle:
+                argv = handle.read().split(b"\0")
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                env = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if argv[:1] == [b"ssh"] and login.encode() in argv and b"-L" in argv and home in env:
+            found.append(pid)
+    return found
+
+
+def test_losing_the_ssh_link_fails_the_node_naming_the_host(server: str, remote_target: Target) -> None:
+    import signal
+
+    import covalent as ct
+
+    dispatch_id = ct.dispatch(slow_workflow(remote_target.executor(idle_timeout=10)))()
+    ids = _wait_for_dispatch_container(remote_target, dispatch_id)
+    time.sleep(1.0)
+    login = f"{engines.ssh_user(remote_target.id)}@127.0.0.1"
+    tunnels = _server_tunnels(login)
+    assert tunnels, "no ssh tunnel of the server's found"
+    for pid in tunnels:
+        os.kill(pid, signal.SIGKILL)
+    result = ct.get_result(dispatch_id, wait=True)
+    node = _node(result)
+    assert str(node["status"]) == "FAILED"
+    assert "SshConnectionError" in str(node["error"]) and "ssh link to" in str(node["error"])
+    assert "127.0.0.1" in str(node["error"])
+    assert _gone(remote_target, ids, 10 + 30), "the container outlived the link and its idle_timeout"

@@ -139,16 +139,37 @@ def _literal_length(pattern: str) -> int:
     return len(re.sub(r"\(\?:|\||\)|\.\*\?|\\", "", pattern))
 
 
+def _callee(func: ast.expr) -> str:
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+
+
 def _message_templates() -> dict[str, list[str]]:
     """For each error class, a regex per place in oci_executor/ that builds one with a message
-    of its own (``ErrorClass("text ...")``, or ``super().__init__("text ...")`` inside the class).
+    of its own (``ErrorClass("text ...")``, ``super().__init__("text ...")`` inside the class, or
+    a call of a factory function in the same module that passes its first argument on).
     Places that pass on a message from elsewhere (a variable) add no template."""
     names = set(_public_error_classes())
     templates: dict[str, list[str]] = {name: [] for name in names}
     package = Path(errors.__file__).parent
-    for path in sorted(package.rglob("*.py")):
-        if path.name == "testing.py":  # FakeBackend's messages are not what users see
-            continue
+    paths = [
+        p for p in sorted(package.rglob("*.py")) if p.name != "testing.py"
+    ]  # FakeBackend's are not what users see
+    # Factories: functions that pass their first parameter on as an error's message
+    # (``def ssh_error(message, ...): return SshConnectionError(message, ...)``).
+    factories = {
+        fn.name: call.func.id
+        for path in paths
+        for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(fn, ast.FunctionDef) and fn.args.args
+        for call in ast.walk(fn)
+        if isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Name)
+        and call.func.id in names
+        and call.args
+        and isinstance(call.args[0], ast.Name)
+        and call.args[0].id == fn.args.args[0].arg
+    }
+    for path in paths:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         owners = {
             id(call): cls.name
@@ -162,6 +183,8 @@ def _message_templates() -> dict[str, list[str]]:
             func = node.func
             if isinstance(func, ast.Name) and func.id in names:
                 name = func.id
+            elif isinstance(func, (ast.Name, ast.Attribute)) and _callee(func) in factories:
+                name = factories[_callee(func)]
             elif (
                 isinstance(func, ast.Attribute)
                 and func.attr == "__init__"

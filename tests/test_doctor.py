@@ -613,3 +613,22 @@ def test_a_socket_of_a_group_names_the_group_to_join(scratch: ScratchUser) -> No
     found = _by_check(fixed, "docker")
     assert found["socket"].status == "ok" and found["engine"].status == "ok", found
     assert fixed_code == 0
+
+
+def test_volumes_of_a_remote_engine_are_checked_on_its_host() -> None:
+    """Over ssh, a volume's folder must exist on the engine's host; the doctor checks it there."""
+    engines.require_engine("docker-ssh")
+    config = {
+        "backend": "docker",
+        "address": engines.address("docker-ssh"),
+        "ssh_identity": engines.identity("docker-ssh"),
+        "volumes": ["/oci-doctor-no-such-folder:/data"],
+        "image": engines.test_image(),
+    }
+    findings = diagnose("docker", config=config)
+    volumes = [f for f in findings if f.check == "volumes"]
+    assert any(f.status == "ok" and "not on this machine" in f.message for f in volumes), volumes
+    missing = [f for f in volumes if f.status == "fail"]
+    assert missing and "/oci-doctor-no-such-folder does not exist on 127.0.0.1" in missing[0].message
+    assert "mkdir -p /oci-doctor-no-such-folder" in missing[0].fix
+    assert exit_code(findings, "docker") == 1

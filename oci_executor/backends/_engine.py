@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
+import shlex
+import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -28,16 +31,19 @@ from oci_executor.backend import (
 from oci_executor.backends._archive import make_tar, read_tar
 from oci_executor.backends._errors import SdkErrors
 from oci_executor.backends._sdk import describe, timestamp
+from oci_executor.backends._ssh import TUNNELS, SshTarget, Tunnel, is_ssh, login_error, run_remote, ssh_error
 from oci_executor.channel import Channel
 from oci_executor.errors import (
     BackendError,
     ConfigurationError,
     ContainerError,
     ContainerNotFoundError,
+    EngineUnavailableError,
     ImageHasNoPythonError,
     ImageNotFoundError,
     ImagePullError,
     OCIExecutorError,
+    SshConnectionError,
 )
 from oci_executor.progress import PullProgress, PullReport
 
@@ -73,6 +79,10 @@ class EngineBackend(SdkErrors, Backend):
         self._client: Any = None
         self._containers: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._ssh: SshTarget | None = None
+        self._tunnel: Tunnel | None = None
+        self._tunnel_lock = threading.Lock()
+        self._endpoint = ""
 
     # -- what subclasses provide -------------------------------------------------------
 
@@ -83,6 +93,23 @@ class EngineBackend(SdkErrors, Backend):
     @abc.abstractmethod
     def _exec_result(self, raw: Any) -> ExecResult:
         """Convert the SDK's ``exec_run(..., demux=True)`` return value."""
+
+    remote_socket = "/var/run/docker.sock"
+    """The engine's socket on a remote host when an ``ssh://`` address names none."""
+    cli = "docker"
+    """The engine's command, looked for on a remote host to tell "no engine" from "wrong socket"."""
+    remote_start_hint = "start the engine there (`sudo systemctl start docker`, or `sudo dockerd &`)"
+
+    def _ssh_address(self) -> tuple[str, str] | None:
+        """The ``ssh://`` address and key file to use, or None for a local or tcp engine."""
+        address = self.address()
+        if is_ssh(address):
+            return address, self.config.ssh_identity or ""
+        return None
+
+    def _remote_default_socket(self, target: SshTarget) -> str:
+        """The socket path for an ``ssh://`` address without one."""
+        return self.remote_socket
 
     def _pull(self, client: Any, image: str, report: PullReport) -> Any:
         """Pull ``image``, passing the engine's progress to ``report``; return the image object.
@@ -137,6 +164,144 @@ class EngineBackend(SdkErrors, Backend):
     def describe(self) -> str:
         return f"{self.name} at {self.address()}"
 
+    # -- remote engines over ssh -------------------------------------------------------
+
+    def remote(self) -> SshTarget | None:
+        """The remote host and socket when the address is ``ssh://`` (or a Podman connection)."""
+        if self._ssh is None:
+            found = self._ssh_address()
+            if found is None:
+                return None
+            from oci_executor.backends._ssh import parse
+
+            target = parse(*found)
+            if not target.socket:
+                target = dataclasses.replace(target, socket=self._remote_default_socket(target))
+            self._ssh = target
+        return self._ssh
+
+    def endpoint(self) -> str:
+        """What the SDK and the attach stream connect to: the address, or for a remote engine
+        the local end of the process's ssh tunnel to it (started, or restarted, on demand)."""
+        target = self.remote()
+        if target is None:
+            return self.address()
+        with self._tunnel_lock:
+            if self._tunnel is None:
+                self._tunnel = TUNNELS.acquire(target)
+            tunnel = self._tunnel
+        return tunnel.ensure()
+
+    @property
+    def tunnel(self) -> Tunnel | None:
+        """The ssh tunnel this backend uses, if it is remote and has connected."""
+        return self._tunnel
+
+    def _link_lost(self) -> bool:
+        """Whether the ssh tunnel died (waiting a moment for one that is dying)."""
+        tunnel = self._tunnel
+        if tunnel is None or tunnel.process is None:
+            return tunnel is not None and tunnel.starts > 0
+        if tunnel.process.poll() is not None:
+            return True
+        try:
+            tunnel.process.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:  # still running: the link is up
+            return False
+        return True
+
+    def _remote_problem(self, target: SshTarget, detail: str) -> SshConnectionError:
+        """Why a remote engine does not answer, found out over a separate ssh, with the fix."""
+        tunnel = self._tunnel
+        if tunnel is not None and self._link_lost():
+            said = " ".join(tunnel.stderr().split())[-300:]
+            if not tunnel.was_up:
+                return login_error(target, said or detail)
+            return ssh_error(
+                f"the ssh link to {target.where} was lost ({said or detail}). Containers on {target.host} "
+                "end themselves: each runner sees its attach stream close (or its idle_timeout pass). "
+                "The next task connects again; if the link keeps dropping, check the network and "
+                "the server's ClientAliveInterval.",
+                target,
+                "link-lost",
+                self.address(),
+            )
+        path = target.socket
+        script = (
+            f'p={shlex.quote(path)}; if [ -S "$p" ]; then if [ -r "$p" ] && [ -w "$p" ]; then echo socket-ok; '
+            'else echo socket-denied; fi; elif [ -e "$p" ]; then echo not-socket; else echo missing; fi; '
+            f"command -v {self.cli} >/dev/null 2>&1 && echo has-engine || echo no-engine; "
+            + (
+                f"{self.cli} info --format '{{{{.Host.RemoteSocket.Path}}}}' 2>/dev/null"
+                if self.cli == "podman"
+                else "true"
+            )
+        )
+        try:
+            done = run_remote(target, script)
+        except Exception as exc:  # noqa: BLE001 - the diagnosis itself failed
+            return ssh_error(
+                f"the {self.engine} engine does not answer at {path} on {target.where} ({detail}), and a "
+                f"second ssh to look why failed: {describe(exc)}",
+                target,
+                "ssh",
+                self.address(),
+            )
+        if done.returncode == 255:
+            return login_error(target, done.stderr)
+        lines = done.stdout.split()
+        state = lines[0] if lines else "?"
+        has_engine = "has-engine" in lines
+        suggested = next((x for x in lines[2:] if x.startswith("/")), "")
+        where = f"{path} on {target.where}"
+        if state == "socket-denied":
+            return ssh_error(
+                f"user {target.user or '(you)'} may not use the {self.engine} socket {where}. Fix: add that user "
+                f"to the socket's group on {target.host}, log in as a user who may use it, or point the "
+                "address at that user's own socket (rootless Podman: /run/user/UID/podman/podman.sock).",
+                target,
+                "socket-permission",
+                self.address(),
+            )
+        if not has_engine and state != "socket-ok":
+            return ssh_error(
+                f"{target.host} has no {self.engine}: no `{self.cli}` command and no socket at {path}. "
+                f"Fix: install {self.engine} on {target.host} and {self.remote_start_hint}, or point the "
+                "address at a host that runs it.",
+                target,
+                "no-engine",
+                self.address(),
+            )
+        if state in ("missing", "not-socket"):
+            hint = (
+                f"`{self.cli} info --format '{{{{.Host.RemoteSocket.Path}}}}'` on {target.host} prints the path"
+                + (f" (it says {suggested})" if suggested else "")
+                + "; start the service if none listens (`podman system service --time=0 &`, or "
+                "`systemctl --user enable --now podman.socket`)"
+                if self.cli == "podman"
+                else f"Docker listens at /var/run/docker.sock unless configured otherwise; {self.remote_start_hint}"
+            )
+            return ssh_error(
+                f"no {self.engine} socket at {where} ({'not a socket' if state == 'not-socket' else 'no such file'}). "
+                f"Fix: give the right socket path in the address (ssh://user@host[:port]/path/to/socket): {hint}.",
+                target,
+                "wrong-socket",
+                self.address(),
+            )
+        return ssh_error(
+            f"the {self.engine} engine does not answer at {where} ({detail}), though the socket is there. "
+            f"Fix: {self.remote_start_hint} (the service may have stopped and left its socket).",
+            target,
+            "no-engine",
+            self.address(),
+        )
+
+    def unavailable(self, detail: str) -> EngineUnavailableError:
+        target = self.remote()
+        if target is not None:
+            return self._remote_problem(target, detail)
+        return super().unavailable(detail)
+
     def store(self) -> str:
         """The image store, for messages."""
         return f"{self.engine} image store at {self.address()}"
@@ -148,6 +313,15 @@ class EngineBackend(SdkErrors, Backend):
         engine that accepts connections but never answers must not hang a task); later calls
         fail after :data:`API_TIMEOUT` seconds without an answer.
         """
+        if self.remote() is not None:
+            endpoint = self.endpoint()  # (re)starts the tunnel; a new socket means a new client
+            with self._lock:
+                if endpoint != self._endpoint:
+                    stale, self._client, self._endpoint = self._client, None, endpoint
+                    self._containers.clear()
+                    if stale is not None:
+                        with contextlib.suppress(Exception):
+                            stale.close()
         with self._lock:
             if self._client is None:
                 try:
@@ -163,7 +337,14 @@ class EngineBackend(SdkErrors, Backend):
             return self._client
 
     def check(self) -> None:
-        """Raise :class:`EngineUnavailableError` unless the engine answers a ping now."""
+        """Raise :class:`EngineUnavailableError` unless the engine answers a ping now.
+
+        For a remote engine whose ssh link died, that is the error (naming the host): the
+        link is not silently rebuilt here (the next task's connection does that).
+        """
+        target = self.remote()
+        if target is not None and self._tunnel is not None and self._tunnel.lost():
+            raise self._remote_problem(target, "the ssh tunnel ended")
         try:
             client = self.client()
             self._ping(client, CONNECT_TIMEOUT)
@@ -288,6 +469,7 @@ class EngineBackend(SdkErrors, Backend):
             scratch_dir=SCRATCH_DIR,
             python=spec.python,
             address=self.address(),
+            ssh_identity=self._ssh.identity if self._ssh is not None else "",
         )
 
     def _obj(self, container: Container) -> Any:
@@ -393,6 +575,8 @@ class EngineBackend(SdkErrors, Backend):
                 raise
 
     def remove(self, container: Container) -> None:
+        if self.remote() is not None:
+            self.client()  # a lost ssh link is connected again first
         with self._lock:
             obj = self._containers.pop(container.id, None)
         if obj is None:
@@ -431,9 +615,14 @@ class EngineBackend(SdkErrors, Backend):
         with self._lock:
             client, self._client = self._client, None
             self._containers.clear()
+            self._endpoint = ""
+        with self._tunnel_lock:
+            tunnel, self._tunnel = self._tunnel, None
         if client is not None:
             with contextlib.suppress(Exception):
                 client.close()
+        if tunnel is not None:
+            TUNNELS.release(tunnel.target)
 
 
 def _managed(obj: Any) -> ManagedContainer:

@@ -1,7 +1,9 @@
 """The ``docker`` backend: the Docker Engine API through the ``docker`` SDK.
 
 Address: the executor's ``address`` option, else ``DOCKER_HOST``, else the default socket
-``unix:///var/run/docker.sock``.
+``unix:///var/run/docker.sock``. An ``ssh://user@host[:port]`` address reaches
+``/var/run/docker.sock`` on that host through the process's one ssh tunnel (see
+:mod:`oci_executor.backends._ssh` and docs/remote.md), not through docker-py's own ssh modes.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class DockerBackend(EngineBackend):
         return self.config.address or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
 
     def installed(self) -> bool:
+        if self.remote() is not None:
+            return True
         return bool(shutil.which("dockerd") or shutil.which("docker")) or os.path.exists(
             self.address().split("://", 1)[-1]
         )
@@ -65,6 +69,8 @@ class DockerBackend(EngineBackend):
         )
 
     def _connect(self) -> Any:
+        if self.remote() is not None:
+            return docker.DockerClient(base_url=self.endpoint(), timeout=int(CONNECT_TIMEOUT))
         if self.config.address:
             return docker.DockerClient(base_url=self.config.address, timeout=int(CONNECT_TIMEOUT))
         return docker.from_env(timeout=int(CONNECT_TIMEOUT))

@@ -6,11 +6,17 @@ answers but the ``podman`` binary is installed (and no address was given), the b
 a transient ``podman system service`` of its own (one per backend instance, and the executor
 shares one instance per process), starts it again if it exited while idle, and stops it in
 :meth:`PodmanBackend.close`, which runs at process exit.
+
+Remote: ``ssh://user@host[:port]/path/to/podman.sock`` (without a path: the socket ``podman
+info`` reports for that user on that host), or the name of a connection made with ``podman
+system connection add`` (its URI and identity). The key: ``ssh_identity``, else the
+connection's identity, else ``CONTAINER_SSHKEY``. See docs/remote.md.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import re
@@ -90,15 +96,43 @@ class PodmanBackend(EngineBackend):
         self._info: dict[str, Any] | None = None
         self._storage_checked = False
 
+    cli = "podman"
+    remote_socket = "/run/podman/podman.sock"
+    remote_start_hint = (
+        "start its service there (`systemctl --user enable --now podman.socket`, or "
+        "`podman system service --time=0 &` as that user; rootful: `sudo systemctl start podman.socket`)"
+    )
+
     def address(self) -> str:
         if self._service_dir:
             return f"unix://{self._service_dir}/podman.sock"
         return self.config.address or default_address()
 
+    def _ssh_address(self) -> tuple[str, str] | None:
+        address = self.address()
+        identity = self.config.ssh_identity or ""
+        if "://" not in address:
+            uri, connection_identity = connection(address)
+            address, identity = uri, identity or connection_identity
+        if not address.startswith("ssh://"):
+            return None
+        return address, identity or os.environ.get("CONTAINER_SSHKEY", "")
+
+    def _remote_default_socket(self, target: Any) -> str:
+        """The socket ``podman info`` reports on the remote host for that user, else the rootful one."""
+        from oci_executor.backends._ssh import run_remote
+
+        try:
+            done = run_remote(target, "podman info --format '{{.Host.RemoteSocket.Path}}'")
+        except Exception:  # noqa: BLE001 - no answer: the system socket
+            return self.remote_socket
+        path = done.stdout.strip().removeprefix("unix://")
+        return path if done.returncode == 0 and path.startswith("/") else self.remote_socket
+
     # -- connection, with a transient service as the fallback --------------------------
 
     def _connect(self) -> Any:
-        client = podman.PodmanClient(base_url=self.address(), timeout=CONNECT_TIMEOUT)
+        client = podman.PodmanClient(base_url=self.endpoint(), timeout=CONNECT_TIMEOUT)
         if self.config.address or os.environ.get("CONTAINER_HOST") or not shutil.which("podman"):
             return client
         try:
@@ -137,11 +171,13 @@ class PodmanBackend(EngineBackend):
         return super().store()
 
     def installed(self) -> bool:
+        if self.config.address and self.remote() is not None:
+            return True
         return bool(shutil.which("podman")) or os.path.exists(self.address().split("://", 1)[-1])
 
     def unavailable(self, detail: str) -> EngineUnavailableError:
         error = super().unavailable(detail)
-        problem = runtime_dir_problem() if not self.config.address else None
+        problem = runtime_dir_problem() if not self.config.address and self.remote() is None else None
         if problem and "does not answer" in str(error):
             return EngineUnavailableError(f"{error} Also: {problem}", address=error.address)
         return error
@@ -356,7 +392,7 @@ class PodmanBackend(EngineBackend):
         # podman-py has no attach: speak the libpod endpoint directly. Podman closes the
         # container's stdin when this stream closes, also when this process is killed.
         return http_attach(
-            self.address(),
+            self.endpoint(),
             f"/{API_VERSION}/libpod/containers/{container.id}/attach"
             "?stdin=true&stdout=true&stderr=true&stream=true&detachKeys=",
         )
@@ -373,6 +409,35 @@ def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
         os.killpg(process.pid, signum)
     except (ProcessLookupError, PermissionError):
         process.send_signal(signum)
+
+
+def connection(name: str) -> tuple[str, str]:
+    """The URI and identity file of a Podman connection (``podman system connection add``)."""
+    if not shutil.which("podman"):
+        raise ConfigurationError(
+            f"address={name!r} is neither a URL nor a Podman connection name that can be looked up "
+            "(no podman command here). Use ssh://user@host[:port]/path/to/podman.sock, unix://... or tcp://..."
+        )
+    done = subprocess.run(
+        ["podman", "system", "connection", "list", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        entries = json.loads(done.stdout or "[]") if done.returncode == 0 else []
+    except ValueError:
+        entries = []
+    for entry in entries:
+        if entry.get("Name") == name:
+            return str(entry.get("URI", "")), str(entry.get("Identity", "") or "")
+    known = ", ".join(str(e.get("Name")) for e in entries) or "none"
+    raise ConfigurationError(
+        f"address={name!r} is not a URL and no Podman connection has that name (connections: {known}). "
+        "Add it with `podman system connection add NAME ssh://user@host[:port]/path/to/podman.sock "
+        "--identity KEY`, or give the URL itself."
+    )
 
 
 def http_attach(address: str, path: str) -> SocketChannel:

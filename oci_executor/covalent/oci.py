@@ -180,7 +180,8 @@ class OCIExecutor(AsyncBaseExecutor):
             return False
         fields = {f.name for f in dataclasses.fields(Container)}
         container = Container(**{k: v for k, v in handle["container"].items() if k in fields})
-        backend = shared_backend(container.backend, BackendConfig(address=container.address or None))
+        config = BackendConfig(address=container.address or None, ssh_identity=container.ssh_identity or None)
+        backend = shared_backend(container.backend, config)
 
         def kill() -> bool:
             try:

@@ -79,7 +79,11 @@ def diagnose(
         names = registry.auto_order()
     for name in names:
         configured = values["address"] if values["backend"] in (AUTO, name) else ""
-        backend_config = BackendConfig(address=address or configured or None, pull_policy="never")
+        backend_config = BackendConfig(
+            address=address or configured or None,
+            pull_policy="never",
+            ssh_identity=values["ssh_identity"] or None,
+        )
         findings += diagnose_backend(registry.get(name)(backend_config), image, {**values, "image": image})
     return findings
 

@@ -22,6 +22,7 @@ from oci_executor.backends._rootless import VFS_MEASURED
 from oci_executor.core import our_labels
 from oci_executor.doctor import host
 from oci_executor.doctor.finding import Finding
+from oci_executor.doctor.volumes import check_volumes
 from oci_executor.errors import (
     ImageHasNoPythonError,
     ImageNotFoundError,
@@ -30,6 +31,7 @@ from oci_executor.errors import (
     RunnerError,
 )
 from oci_executor.lifecycle import discard, start_runner
+from oci_executor.options import parse_volumes
 from oci_executor.task import host_python_version
 
 DOCTOR_DISPATCH = "oci-executor-doctor"
@@ -71,6 +73,8 @@ def _diagnose(backend: Backend, image: str, values: Mapping[str, Any]) -> list[F
             findings.append(_storage(name, facts))
             findings.append(_cgroup(name, facts))
         findings.append(_limits(backend, facts, values))
+        if engine:
+            findings += check_volumes(name, backend.config, parse_volumes(values["volumes"]))
     else:
         findings += [
             _skipped(name, check) for check in (("storage", "cgroup") if engine else ()) + ("limits",)
@@ -166,7 +170,9 @@ def _engine_finding(
             return Finding(name, "engine", "skip", f"{backend.describe()} is not installed here")
         hint = str(getattr(backend, "start_hint", ""))
         message = problem.replace(hint, "").strip() if hint else problem
-        if "permission denied" in problem.lower():
+        if address.startswith("ssh://") or " over ssh" in problem:
+            fix = "the message says it (Fix: ...); see docs/remote.md"
+        elif "permission denied" in problem.lower():
             fix = "see the socket finding: join the socket's group, or use a socket you may use"
         else:
             fix = start_fix(backend, address)
