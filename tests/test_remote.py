@@ -75,6 +75,9 @@ def test_one_ssh_transport_serves_every_task_and_the_pool(remote_target: Target)
     executor = remote_target.executor(reuse="never")
     warm = remote_target.executor(reuse="process", keep_warm=5)
     results: list[int] = []
+    earlier = _backend(remote_target).tunnel  # an earlier test of this session may have made one
+    starts_before = earlier.starts if earlier is not None else 0
+    allowed = 0 if earlier is not None and earlier.alive() else 1  # a live one is reused as it is
 
     def run(x: int) -> None:
         results.append(executor.run_sync(tasks.add, [x, 1], {}, META).load_value())
@@ -89,7 +92,10 @@ def test_one_ssh_transport_serves_every_task_and_the_pool(remote_target: Target)
     assert sorted(results) == [1, 2, 3, 4]
     tunnel = _backend(remote_target).tunnel
     assert tunnel is not None and tunnel.alive()
-    assert tunnel.starts == 1
+    if tunnel is earlier:
+        assert tunnel.starts - starts_before <= allowed, "more than one ssh transport for these tasks"
+    else:
+        assert tunnel.starts == 1
     mine = [c for c in _tunnel_processes() if f"{engines.ssh_user(remote_target.id)}@127.0.0.1" in c]
     assert len(mine) == 1, mine
 
