@@ -169,8 +169,9 @@ def test_exit_code_follows_the_backend_auto_would_pick() -> None:
 
 
 @contextlib.contextmanager
-def _stale_socket(owner: int = 0) -> Iterator[str]:
-    """A socket file nobody listens on (as an engine that died leaves it)."""
+def _stale_socket(owner: int | None = None) -> Iterator[str]:
+    """A socket file nobody listens on (as an engine that died leaves it), owned by ``owner``
+    (default: whoever runs the tests)."""
     folder = tempfile.mkdtemp(prefix="oci-doctor-stale-")
     try:
         os.chmod(folder, 0o755)
@@ -179,7 +180,7 @@ def _stale_socket(owner: int = 0) -> Iterator[str]:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(path)
         sock.close()
-        for item in (folder, os.path.dirname(path), path):
+        for item in (folder, os.path.dirname(path), path) if owner is not None else ():
             os.chown(item, owner, owner)
         yield path
     finally:

@@ -157,7 +157,11 @@ def ssh_error(message: str, target: SshTarget, reason: str, address: str | None 
 
 
 def login_error(target: SshTarget, stderr: str) -> SshConnectionError:
-    """Our error for a failed ssh login, from ssh's own message, with the fix."""
+    """Our error for a failed ssh login, from ssh's own message, with the fix.
+
+    Failures to connect are named before failures to log in: ssh may also have warned about
+    a key file it could not read before it found nothing listening.
+    """
     text = " ".join(stderr.split())[-600:] or "ssh exited without a message"
     low = text.lower()
     key = f"the key {target.identity}" if target.identity else "your ssh keys (or ssh_identity)"
@@ -168,6 +172,19 @@ def login_error(target: SshTarget, stderr: str) -> SshConnectionError:
             (
                 f"check the host name {target.host!r} (a typo?), your DNS, or the Host entries of ~/.ssh/config"
             ),
+        )
+    elif "connection refused" in low:
+        reason, fix = (
+            "refused",
+            (
+                f"nothing accepts ssh connections at {target.host} port {target.port or 22}: start sshd there, "
+                "or give the right port (ssh://user@host:PORT)"
+            ),
+        )
+    elif "timed out" in low or "no route to host" in low or "network is unreachable" in low:
+        reason, fix = (
+            "unreachable",
+            (f"{target.host} cannot be reached: check the network, a VPN or firewall, and the port"),
         )
     elif "host key verification failed" in low or "remote host identification has changed" in low:
         reason, fix = (
@@ -194,19 +211,6 @@ def login_error(target: SshTarget, stderr: str) -> SshConnectionError:
                 f"ssh cannot use the key file {target.identity or '(default)'}: it must exist and be readable by "
                 "you only (`chmod 600 KEY`)"
             ),
-        )
-    elif "connection refused" in low:
-        reason, fix = (
-            "refused",
-            (
-                f"nothing accepts ssh connections at {target.host} port {target.port or 22}: start sshd there, "
-                "or give the right port (ssh://user@host:PORT)"
-            ),
-        )
-    elif "timed out" in low or "no route to host" in low or "network is unreachable" in low:
-        reason, fix = (
-            "unreachable",
-            (f"{target.host} cannot be reached: check the network, a VPN or firewall, and the port"),
         )
     else:
         reason, fix = "ssh", "run the same `ssh` by hand to see what it needs"
