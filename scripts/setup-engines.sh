@@ -147,7 +147,9 @@ start_detached() {
     shift 2
     mkdir -p "$STATE_DIR"
     printf '\n==== %s: %s\n' "$(date -Is)" "$*" >>"$logfile"
-    setsid "$@" </dev/null >>"$logfile" 2>&1 &
+    # From /: a service must not hold the caller's working folder (conmon, started by the
+    # Podman service, fails in a folder that was deleted since: "Failed to get working directory").
+    (cd / && exec setsid "$@" </dev/null >>"$logfile" 2>&1) &
     echo $! >"$pidfile"
 }
 

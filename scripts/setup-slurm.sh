@@ -76,7 +76,7 @@ start() {
     fi
     rm -f "$pidfile"
     printf '\n==== %s: %s\n' "$(date -Is)" "$*" >>"$LOG_DIR/$name.out"
-    setsid "$@" </dev/null >>"$LOG_DIR/$name.out" 2>&1 &
+    (cd / && exec setsid "$@" </dev/null >>"$LOG_DIR/$name.out" 2>&1) &  # from /: see setup-engines.sh
     local i
     for ((i = 0; i < 100; i++)); do
         running "$pidfile" "$pattern" && { log "$name: started (pid $(cat "$pidfile"))"; return; }
