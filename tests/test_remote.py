@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import tempfile
 import textwrap
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -297,9 +299,14 @@ def test_a_host_without_the_engine() -> None:
 # -- Podman connection names, CONTAINER_HOST / CONTAINER_SSHKEY, DOCKER_HOST ------------------
 
 
-def test_podman_connection_name_is_an_address(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_podman_connection_name_is_an_address(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     target_address = engines.require_engine("podman-rootless-ssh")
     name = f"oci-test-{os.getpid()}"
+    # Root's `podman system connection add` rewrites /etc/containers/containers.conf: give it a
+    # copy of its own (CONTAINERS_CONF), which our lookup (`podman system connection list`) reads too.
+    conf = tmp_path / "containers.conf"
+    shutil.copyfile("/etc/containers/containers.conf", conf)
+    monkeypatch.setenv("CONTAINERS_CONF", str(conf))
     home = os.environ["HOME"]  # the tests' own HOME: the connection goes into its containers.conf
     os.makedirs(os.path.join(home, ".ssh"), exist_ok=True)
     mine = os.path.join(pwd.getpwuid(os.getuid()).pw_dir, ".ssh", "known_hosts")  # what our ssh reads
