@@ -164,19 +164,6 @@ def unusable(message: str) -> None:
     pytest.skip(f"{message}; {SETUP_HINT}")
 
 
-def has_test_image(backend: str, addr: str) -> bool:
-    """Whether the engine at ``addr`` answers and holds the test image."""
-    try:
-        client = _client(backend, addr)
-        try:
-            client.images.get(test_image())
-        finally:
-            client.close()
-    except Exception:  # noqa: BLE001 - not usable
-        return False
-    return True
-
-
 def auto_pick() -> str:
     """The backend ``backend="auto"`` should use with the test image, worked out without our
     code: Podman at this user's default socket, then Docker, else the local backend."""
@@ -198,6 +185,11 @@ def _engine_problem(backend: str, addr: str) -> str | None:
     except Exception as exc:  # noqa: BLE001 - any failure means "not usable"
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+def has_test_image(backend: str, addr: str) -> bool:
+    """Whether the engine at ``addr`` answers and holds the test image."""
+    return _engine_problem(backend, addr) is None
 
 
 def require_engine(target_id: str) -> str:
