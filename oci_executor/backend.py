@@ -110,6 +110,8 @@ class ContainerSpec:
     """``None``: the engine's default network; ``"none"``: no network; else a network name."""
     read_only: bool = False
     """A read-only root filesystem, with a writable tmpfs at ``/tmp``."""
+    pids_limit: int | None = None
+    """Processes (and threads) the container may hold; ``None``: no limit. Every backend caps it."""
     partition: str | None = None
     """Slurm partition (``sbatch -p``); ``None``: the cluster's default."""
     account: str | None = None

@@ -14,8 +14,9 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from oci_executor import settings
+from oci_executor import secrets, settings
 from oci_executor.backend import MANAGED_LABEL, Backend, Container
+from oci_executor.errors import ProcessLimitError
 from oci_executor.execute import TaskNotStarted, execute
 from oci_executor.lifecycle import start_runner
 from oci_executor.options import check_time_limit
@@ -57,6 +58,7 @@ def run_task(
     that vanished before the task started is replaced; the task is never lost to it.
     ``backend`` overrides the process's shared backend for ``values["backend"]`` (tests).
     """
+    secret_values = secrets.resolve(values["secrets"], values["secrets_file"])
     spec = settings.container_spec(values, our_labels(dispatch_id, node_id))
     backend = backend or shared_backend(values["backend"], settings.backend_config(values))
     seconds = check_time_limit(time_limit)
@@ -70,7 +72,15 @@ def run_task(
         try:
             if on_container is not None:
                 on_container(runner.container)
-            outcome = execute(runner, payload, workdir=spec.workdir, time_limit=seconds, memory=spec.memory)
+            outcome = execute(
+                runner,
+                payload,
+                workdir=spec.workdir,
+                time_limit=seconds,
+                memory=spec.memory,
+                pids_limit=spec.pids_limit,
+                secrets=secret_values,
+            )
         except TaskNotStarted:
             POOL.release(key, runner, reusable=False)
             if reused:
@@ -78,6 +88,11 @@ def run_task(
                     "warm container %s was gone; starting the task on a new one", runner.container.id[:12]
                 )
                 continue
+            raise
+        except ProcessLimitError:  # the runner killed the task's processes: it serves the next task
+            POOL.release(
+                key, runner, reusable=values["reuse"] != "never", keep_warm=float(values["keep_warm"])
+            )
             raise
         except BaseException:
             POOL.release(key, runner, reusable=False)

@@ -19,7 +19,8 @@
     ├── ResultSerializationError      the task's return value cannot be pickled
     ├── RunnerError                   the runner or the task's process ended without a result
     ├── TaskTimeoutError              the task ran over time_limit (carries what it printed)
-    └── OutOfMemoryError              the kernel killed the task at the memory limit
+    ├── OutOfMemoryError              the kernel killed the task at the memory limit
+    └── ProcessLimitError             a fork or thread was refused at the pids_limit
 
 Backends map their engine's exceptions to these at the boundary, so callers never see a
 ``docker.errors`` or ``podman.errors`` type. Each message names the problem and the fix; the
@@ -164,3 +165,15 @@ class TaskTimeoutError(OCIExecutorError):
 
 class OutOfMemoryError(OCIExecutorError):
     """The task was killed for exceeding the container's memory limit."""
+
+
+class ProcessLimitError(OCIExecutorError):
+    """The task tried to start a process or thread past the container's pids limit.
+
+    ``stdout`` and ``stderr`` hold what the task printed (its traceback at the end of stderr).
+    """
+
+    def __init__(self, message: str, stdout: str = "", stderr: str = "", **fields: object) -> None:
+        super().__init__(message, **fields)  # type: ignore[arg-type]
+        self.stdout = stdout
+        self.stderr = stderr

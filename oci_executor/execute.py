@@ -12,11 +12,18 @@ import dataclasses
 import json
 import struct
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from oci_executor import protocol
 from oci_executor.channel import ChannelClosed, FrameReader
-from oci_executor.errors import EngineUnavailableError, OutOfMemoryError, RunnerError, TaskTimeoutError
+from oci_executor.errors import (
+    EngineUnavailableError,
+    OutOfMemoryError,
+    ProcessLimitError,
+    RunnerError,
+    TaskTimeoutError,
+)
 from oci_executor.lifecycle import Runner
 from oci_executor.task import TaskOutcome, TaskPayload, outcome_from_record
 
@@ -93,17 +100,21 @@ def execute(
     workdir: str | None = None,
     time_limit: float | None = None,
     memory: int | None = None,
+    pids_limit: int | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> TaskOutcome:
     """Run ``payload`` on ``runner`` and return its outcome.
 
     A ``time_limit`` (seconds, counted from now) kills the task when it runs over. ``memory``
-    is the container's limit in bytes, named in the error if the task ran out of it.
+    and ``pids_limit`` are the container's limits, named in the error if the task hit one.
+    ``secrets`` go into the task process's environment (over the channel, nowhere else).
     Raises :class:`TaskNotStarted` if the runner was gone before the task began.
     """
     channel = runner.channel
     reader = FrameReader(channel)
+    extra = {"pids_limit": pids_limit, "secrets": dict(secrets or {})}
     try:
-        _send_task(runner, payload, workdir)
+        _send_task(runner, payload, workdir, extra)
         kind, size = reader.header()
     except ChannelClosed as exc:
         raise TaskNotStarted(str(exc)) from None
@@ -181,13 +192,21 @@ def execute(
             + "\nCheck that the container has memory and disk left (the task may have called os._exit)."
         )
     outcome = outcome_from_record(result.record, result.value, out, err)
+    if outcome.limit == "pids" and pids_limit:
+        raise ProcessLimitError(
+            f"the task hit its pids_limit of {pids_limit} processes and threads: starting one more was "
+            f"refused ({outcome.summary()}). Raise the executor's pids_limit (-1: no limit) or start "
+            "fewer processes or threads in the task.",
+            stdout=out,
+            stderr=err + outcome.traceback,
+        )
     return dataclasses.replace(outcome, container_id=runner.container.id)
 
 
-def _send_task(runner: Runner, payload: TaskPayload, workdir: str | None) -> None:
+def _send_task(runner: Runner, payload: TaskPayload, workdir: str | None, extra: dict[str, Any]) -> None:
     """The task frame, then each blob as it is (no joined copy, no reference kept after)."""
     blobs, layout = payload.encode(workdir)
-    header = json.dumps(protocol.task_header([len(b) for b in blobs], layout)).encode("utf-8")
+    header = json.dumps(protocol.task_header([len(b) for b in blobs], {**layout, **extra})).encode("utf-8")
     runner.channel.send(protocol.frame(protocol.TASK, header))
     for blob in blobs:
         if blob:

@@ -194,3 +194,13 @@ def check_count(value: Any, option: str) -> int:
     if count < 0 or count != float(value):
         raise ConfigurationError(f"{option}={value!r} must be a whole number, 0 or more")
     return count
+
+
+def check_pids_limit(value: Any) -> int:
+    """``pids_limit``: a whole number of processes, 1 or more, or ``-1`` for no limit."""
+    if isinstance(value, bool) or not isinstance(value, int) or not (value == -1 or value >= 1):
+        raise ConfigurationError(
+            f"pids_limit={value!r} must be a whole number of processes, 1 or more (e.g. 4096), "
+            "or -1 for no limit"
+        )
+    return value

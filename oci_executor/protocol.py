@@ -15,7 +15,7 @@ import json
 import struct
 from typing import Any
 
-VERSION = 2
+VERSION = 3
 """Bumped on any change to the files, records or frames below."""
 
 PROTOCOL_MODULE = "oci_protocol"
@@ -38,6 +38,7 @@ _FIELDS: dict[str, tuple[type, ...]] = {
     "cloudpickle": (str,),
     "size": (int,),
     "version": (int,),
+    "limit": (str,),
 }
 
 

@@ -373,9 +373,32 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit // 2] + "\n[... cut ...]\n" + text[-limit // 2 :]
 
 
+def _hit_process_limit(exc: BaseException, limit: Any) -> bool:
+    """Whether ``exc`` is a fork or thread start refused because the process limit is reached.
+
+    Such a refusal is EAGAIN (``BlockingIOError``, or "can't start new thread"), which non-blocking
+    I/O raises too: a fork tried now, while the task's processes still live, tells them apart.
+    """
+    refused = (isinstance(exc, OSError) and exc.errno == errno.EAGAIN) or (
+        isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)
+    )
+    if not refused or not isinstance(limit, int) or limit < 1:
+        return False
+    try:
+        pid = os.fork()
+    except OSError as probe:
+        return probe.errno == errno.EAGAIN
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return False
+
+
 def run_task(header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], bytes]:
     """Run one task; return its result record and the value's pickled bytes."""
     workdir = header.get("workdir")
+    os.environ.update(header.pop("secrets", None) or {})  # this process and its children only
+    limit = header.get("pids_limit")
     phase = "load"
     try:
         if workdir:
@@ -413,5 +436,8 @@ def run_task(header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any]
             "cloudpickle": cloudpickle.__version__,
         }
     except BaseException as exc:  # noqa: BLE001 - everything the task raises is reported
-        return _failure(phase, exc), b""
+        failure = _failure(phase, exc)
+        if _hit_process_limit(exc, limit):
+            failure["limit"] = "pids"
+        return failure, b""
     return record, value

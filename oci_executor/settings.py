@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from oci_executor import options as o
+from oci_executor import secrets as s
 from oci_executor.backend import BackendConfig, ContainerSpec, PullPolicy
 from oci_executor.errors import ConfigurationError
 from oci_executor.task import host_python_version
 
 PULL_POLICIES: tuple[str, ...] = typing.get_args(PullPolicy)
 REUSE_SCOPES: tuple[str, ...] = ("dispatch", "never", "process")
+DEFAULT_PIDS_LIMIT = 2048
+"""Processes (and threads) a container may hold by default: Podman's own default, everywhere."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,36 @@ OPTIONS: tuple[Option, ...] = (
         "`environment`",
         "`environment`",
         "added to the runner's environment",
+    ),
+    Option(
+        "secrets",
+        "list[str]",
+        [],
+        s.check_names,
+        "names of variables whose values the task's process alone sees in its environment: read when the task runs from `secrets_file`, else from the environment of the process that runs it (the Covalent server), and sent over the runner's channel; never in the container's configuration (see docs/secrets.md)",
+        "same",
+        "same",
+        "same",
+    ),
+    Option(
+        "secrets_file",
+        "str",
+        "",
+        _text("secrets_file"),
+        "a file of `NAME=VALUE` lines on the host that runs the task, read for `secrets` at each task; empty: the environment only",
+        "same",
+        "same",
+        "same",
+    ),
+    Option(
+        "pids_limit",
+        "int",
+        DEFAULT_PIDS_LIMIT,
+        o.check_pids_limit,
+        "`pids_limit` (processes and threads in the container; a task that forks past it fails with `ProcessLimitError`); `-1`: no limit",
+        "`pids_limit`; rootless on cgroup v1: `ulimit nproc` (per user, see docs/options.md)",
+        "a `pids` cgroup of its own when the driver may create one (root), else `RLIMIT_NPROC` (see docs/options.md)",
+        "`podman run --pids-limit` and `--ulimit nproc` (rootless, see docs/options.md)",
     ),
     Option(
         "volumes",
@@ -357,7 +390,14 @@ def parse(values: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigurationError(
             f"unknown option(s) {', '.join(unknown)}; the options are: {', '.join(NAMES)}"
         )
-    return {name: _BY_NAME[name].parse(value) for name, value in values.items()}
+    checked = {name: _BY_NAME[name].parse(value) for name, value in values.items()}
+    both = sorted(set(checked.get("secrets", ())) & set(checked.get("env", {})))
+    if both:
+        raise ConfigurationError(
+            f"{', '.join(both)} in both env and secrets: env values are visible in the container's "
+            "configuration (inspect); keep it in secrets only"
+        )
+    return checked
 
 
 def backend_config(values: Mapping[str, Any]) -> BackendConfig:
@@ -389,6 +429,7 @@ def container_spec(values: Mapping[str, Any], labels: Mapping[str, str]) -> Cont
         gpus=o.parse_gpus(values["gpus"]),
         network=values["network"] or None,
         read_only=values["read_only"],
+        pids_limit=None if values["pids_limit"] == -1 else values["pids_limit"],
         partition=values["partition"] or None,
         account=values["account"] or None,
         qos=values["qos"] or None,

@@ -88,6 +88,8 @@ class TaskOutcome:
     traceback: str = ""
     phase: str = ""
     container_id: str = ""
+    limit: str = ""
+    """``"pids"`` when the task failed because a fork was refused at its pids limit."""
 
     def load_value(self) -> Any:
         """Unpickle the return value, as Covalent's client does: only for a task you trust.
@@ -162,6 +164,7 @@ def outcome_from_record(
         error_message=record.get("message", ""),
         traceback=record.get("traceback", ""),
         phase=record.get("phase", ""),
+        limit=record.get("limit", ""),
     )
 
 

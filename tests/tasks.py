@@ -114,3 +114,34 @@ def forge_result(marker: str, how: str = "pickle") -> int:
     except OSError:
         pass
     os._exit(0)
+
+
+def secret_digest(names: list[str]) -> dict[str, str]:
+    """SHA-256 of each named variable as the task sees it (the values themselves never return),
+    and whether a child process of the task sees them too."""
+    import hashlib
+    import subprocess
+
+    seen = {name: hashlib.sha256(os.environ.get(name, "").encode()).hexdigest() for name in names}
+    child = subprocess.run(
+        [sys.executable, "-c", f"import os; print(all(os.environ.get(n) for n in {names!r}))"],
+        capture_output=True,
+        text=True,
+    )
+    seen["child"] = child.stdout.strip()
+    return seen
+
+
+def fork_until_refused(ceiling: int, hold: float = 60.0) -> int:
+    """Fork children that sleep until a fork is refused (raising what the refusal raises); at
+    ``ceiling`` children, stop and return the count (the limit did not hold)."""
+    import time
+
+    children = 0
+    while children < ceiling:
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(hold)
+            os._exit(0)
+        children += 1
+    return children

@@ -157,6 +157,7 @@ class EngineBackend(SdkErrors, Backend):
             kwargs["network_mode"] = spec.network
         if spec.userns:
             kwargs["userns_mode"] = spec.userns
+        kwargs["pids_limit"] = spec.pids_limit or -1  # -1: none (Podman would default to 2048)
         return kwargs
 
     # -- connection and error mapping --------------------------------------------------

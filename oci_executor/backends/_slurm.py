@@ -24,6 +24,7 @@ from oci_executor.errors import (
     EngineUnavailableError,
     OCIExecutorError,
 )
+from oci_executor.secrets import scrubbed_environ
 
 JOB_NAME = "oci-executor"
 """Every job of ours has this name (the sweeps find them by it)."""
@@ -171,7 +172,7 @@ class Cli:
         return cls(conf or None, user or None)
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = scrubbed_environ()  # sbatch --export=ALL: no secret goes into the job's record
         if self.conf:
             env["SLURM_CONF"] = self.conf
         return env
@@ -388,6 +389,11 @@ def container_args(spec: ContainerSpec) -> list[str]:
         args += ["--read-only", "--tmpfs=/tmp:rw,mode=1777"]
     if spec.gpus:
         args += [f"--device={device}" for device in cdi_devices(spec)]
+    # Rootless on cgroup v1 ignores --pids-limit: the per-user RLIMIT_NPROC holds there.
+    limit = spec.pids_limit or -1
+    args.append(f"--pids-limit={limit}")
+    if spec.pids_limit:
+        args.append(f"--ulimit=nproc={limit}:{limit}")
     return args
 
 

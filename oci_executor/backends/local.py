@@ -18,11 +18,13 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from oci_executor import proclimit
 from oci_executor.backend import Backend, Container, ContainerSpec, ExecResult
 from oci_executor.channel import Channel
 from oci_executor.errors import ContainerError
 from oci_executor.hookspecs import hookimpl
 from oci_executor.registry import BackendRegistry
+from oci_executor.secrets import scrubbed_environ
 
 TEMP_PREFIX = "oci-executor-local-"
 
@@ -31,6 +33,7 @@ TEMP_PREFIX = "oci-executor-local-"
 _running: dict[str, set[subprocess.Popen[bytes]]] = {}
 _main: dict[str, subprocess.Popen[bytes]] = {}
 _env: dict[str, dict[str, str]] = {}
+_groups: dict[str, str | None] = {}
 _lock = threading.Lock()
 
 
@@ -50,10 +53,14 @@ class LocalBackend(Backend):
 
     def create(self, spec: ContainerSpec) -> Container:
         root = tempfile.mkdtemp(prefix=TEMP_PREFIX)
-        env = {**os.environ, **spec.env}
+        env = {**scrubbed_environ(), **spec.env}
         env.pop("PYTHONPATH", None)
         if spec.command:
             argv = [sys.executable, *spec.command[1:]]
+            group = proclimit.new_group(os.path.basename(root), spec.pids_limit) if spec.pids_limit else None
+            with _lock:
+                _groups[root] = group
+            cap = proclimit.preexec(group, spec.pids_limit) if spec.pids_limit else None
             with open(os.path.join(root, ".runner-stderr"), "wb") as log:
                 main = subprocess.Popen(
                     argv,
@@ -64,6 +71,7 @@ class LocalBackend(Backend):
                     stderr=log,
                     bufsize=0,
                     start_new_session=True,
+                    preexec_fn=cap,
                 )
             with _lock:
                 _main[root] = main
@@ -109,7 +117,7 @@ class LocalBackend(Backend):
     ) -> ExecResult:
         with _lock:
             spec_env = _env.get(container.id, {})
-        full_env = {**os.environ, **spec_env, **(env or {})}
+        full_env = {**scrubbed_environ(), **spec_env, **(env or {})}
         full_env.pop("PYTHONPATH", None)
         proc = subprocess.Popen(
             list(argv),
@@ -156,11 +164,13 @@ class LocalBackend(Backend):
             _running.pop(container.id, None)
             _env.pop(container.id, None)
             main = _main.pop(container.id, None)
+            group = _groups.pop(container.id, None)
         if main is not None:
             main.wait()
             for pipe in (main.stdin, main.stdout):
                 if pipe is not None:
                     pipe.close()
+        proclimit.remove_group(group)
         if os.path.basename(container.id).startswith(TEMP_PREFIX):
             shutil.rmtree(container.id, ignore_errors=True)
 

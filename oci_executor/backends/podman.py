@@ -361,6 +361,11 @@ class PodmanBackend(EngineBackend):
             kwargs["read_only"] = True
             kwargs["mounts"] = [{"type": "tmpfs", "source": "tmpfs", "target": "/tmp", "mode": "1777"}]
         rootless = self.rootless()
+        if rootless and spec.pids_limit:
+            # Rootless Podman on cgroup v1 ignores pids_limit: the kernel's per-user count holds
+            # (RLIMIT_NPROC, counted over the user's containers that run as the same user).
+            limit = spec.pids_limit
+            kwargs["ulimits"] = [{"Name": "nproc", "Soft": limit, "Hard": limit}]
         if spec.volumes:
             extra = ["z"] if spec.selinux_relabel else []
             kwargs["volumes"] = {

@@ -24,7 +24,7 @@ from oci_executor import settings
 from oci_executor.backend import BackendConfig, Container, ContainerSpec
 from oci_executor.core import our_labels, run_task
 from oci_executor.covalent.wrapper import build_task, transportable
-from oci_executor.errors import ContainerNotFoundError, OCIExecutorError, TaskTimeoutError
+from oci_executor.errors import ContainerNotFoundError, OCIExecutorError, ProcessLimitError, TaskTimeoutError
 from oci_executor.options import check_time_limit
 from oci_executor.pool import shared_backend
 from oci_executor.registry import AUTO, default_registry
@@ -153,9 +153,9 @@ class OCIExecutor(AsyncBaseExecutor):
             )
         except TaskCancelledError:
             raise
-        except TaskTimeoutError as exc:
+        except (TaskTimeoutError, ProcessLimitError) as exc:
             # Covalent keeps a node's streams only for TaskRuntimeError: deliver what the task
-            # printed before the kill, with the error at the end of its stderr.
+            # printed (before the kill), with the error at the end of its stderr.
             message = f"{type(exc).__name__}: {exc}"
             self._write_streams(TaskOutcome(ok=False, stdout=exc.stdout, stderr=exc.stderr + message + "\n"))
             raise TaskRuntimeError(message) from exc
