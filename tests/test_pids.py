@@ -90,8 +90,9 @@ def test_a_fork_bomb_through_the_server_fails_its_node_and_the_server_answers(
     result = ct.get_result(ct.dispatch(flow)(LIMIT * 4), wait=True)
     assert str(result.status) == "FAILED"
     node = result.get_node_result(0)
-    assert "ProcessLimitError" in str(node["error"])
-    assert f"pids_limit of {LIMIT}" in str(node["error"])
-    assert "Traceback" in node["stderr"]
+    assert str(node["status"]) == "FAILED"
+    # As for a task's own exception, the error ends the node's stderr, after the traceback.
+    assert f"ProcessLimitError: the task hit its pids_limit of {LIMIT} processes" in node["stderr"]
+    assert "BlockingIOError" in node["stderr"] and "Traceback" in node["stderr"]
     again = ct.get_result(ct.dispatch(after)(2, 3), wait=True)
     assert str(again.status) == "COMPLETED" and again.result == 5
