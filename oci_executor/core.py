@@ -17,7 +17,7 @@ from typing import Any
 from oci_executor import secrets, settings
 from oci_executor.backend import MANAGED_LABEL, Backend, Container
 from oci_executor.errors import ProcessLimitError
-from oci_executor.execute import TaskNotStarted, execute
+from oci_executor.execute import TaskNotStarted, execute, not_started
 from oci_executor.lifecycle import start_runner
 from oci_executor.options import check_time_limit
 from oci_executor.owner import OWNER_LABEL, this_owner
@@ -81,14 +81,14 @@ def run_task(
                 pids_limit=spec.pids_limit,
                 secrets=secret_values,
             )
-        except TaskNotStarted:
+        except TaskNotStarted as exc:
             POOL.release(key, runner, reusable=False)
             if reused:
                 log.info(
                     "warm container %s was gone; starting the task on a new one", runner.container.id[:12]
                 )
                 continue
-            raise
+            raise not_started(runner, exc) from None
         except ProcessLimitError:  # the runner killed the task's processes: it serves the next task
             POOL.release(
                 key, runner, reusable=values["reuse"] != "never", keep_warm=float(values["keep_warm"])

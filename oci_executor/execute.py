@@ -154,9 +154,9 @@ def execute(
                     raise _oom(memory) from None
                 detail = channel.diagnostics()[-2000:]
                 raise RunnerError(
-                    "the task's container ended while the task ran"
-                    + (f":\n{detail}" if detail else "")
-                    + "\nIt was killed (cancelled, removed, or its engine stopped), or ran out of memory."
+                    f"the task's container {runner.container.id[:12]} on {runner.backend.describe()} ended "
+                    "while the task ran" + (f":\n{detail}" if detail else "") + "\nIt was killed (cancelled, "
+                    "removed, or its engine stopped or restarted), or ran out of memory: the task did not finish."
                 ) from None
             if kind == protocol.DATA:
                 result.feed(reader, size)
@@ -211,6 +211,18 @@ def _send_task(runner: Runner, payload: TaskPayload, workdir: str | None, extra:
     for blob in blobs:
         if blob:
             runner.channel.send(blob)
+
+
+def not_started(runner: Runner, exc: ChannelClosed) -> Exception:
+    """The error for a new runner that was gone before it took its task (named engine)."""
+    try:
+        _engine_gone(runner)
+    except EngineUnavailableError as gone:
+        return gone
+    return RunnerError(
+        f"the new container {runner.container.id[:12]} on {runner.backend.describe()} ended before it "
+        f"took the task ({exc}); the task did not start. Its engine may have restarted: run it again."
+    )
 
 
 def _engine_gone(runner: Runner) -> None:

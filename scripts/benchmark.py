@@ -4,6 +4,7 @@
     .venv/bin/python scripts/benchmark.py [--image IMAGE] [--tasks N] [--backends LIST]
         [--skip-fanout] [--skip-200mb] [--fanout-runs N] [--roundtrips N]
         [--chart PATH] [--markdown PATH]
+    .venv/bin/python scripts/benchmark.py --soak [--soak-tasks N] [--soak-electrons N] [--soak-server LIST]
 
 For each backend that answers (local, docker, podman, podman-rootless, slurm), every figure is
 measured against its floor on the same engine, the two sampled alternately so that the
@@ -24,7 +25,10 @@ machine's noise hits both alike, and reported as medians with n and their ratio:
    ``docker stop``) next to our cold task, for comparison;
 6. remote engines (``docker-ssh``, ``podman-rootless-ssh``: the same engines through the test
    sshd of scripts/setup-sshd.sh): the warm task over ssh vs the same warm task on the same
-   engine's local socket.
+   engine's local socket;
+7. ``--soak`` (instead of 1-6): 5,000 warm tasks through one process on each backend and 500
+   electrons through a real Covalent server (``--soak-server``, docker): tasks per second,
+   latency per thousand, and the growth of memory, descriptors and threads (scripts/soak.py).
 
 It ends with a markdown summary table (backend | figure | ours | floor | ratio | target) and
 checks that no container of ours was left on any engine. Figures are ratios: on a noisy
@@ -784,6 +788,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--roundtrips", type=int, default=3, help="fresh processes per payload size (3)")
     parser.add_argument("--chart", metavar="PATH", help="draw the ratios as a bar chart (needs matplotlib)")
     parser.add_argument("--markdown", metavar="PATH", help="write the summary table there")
+    parser.add_argument("--soak", action="store_true", help="only the soak (scripts/soak.py), nothing else")
+    parser.add_argument(
+        "--soak-tasks", type=int, default=5000, help="warm tasks per backend in the soak (5000)"
+    )
+    parser.add_argument(
+        "--soak-electrons", type=int, default=500, help="electrons through the server in the soak (500)"
+    )
+    parser.add_argument(
+        "--soak-server", default="docker", help="backends whose electrons go through the server (docker)"
+    )
     parser.add_argument("--roundtrip-child", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -827,6 +841,9 @@ def run(options: argparse.Namespace) -> int:
     run_id = f"{os.getpid()}-{int(time.time())}"
     targets = usable_targets(options.backends, options.image, run_id)
     before = {target.id: leftovers(target) for target in targets}
+    if options.soak:
+        ok = run_soak(targets, options)
+        return check_clean(targets, before) or (0 if ok else 1)
     rows: list[Row] = []
     with contextlib.ExitStack() as stack:
         server = False
@@ -851,6 +868,42 @@ def run(options: argparse.Namespace) -> int:
     if options.chart:
         draw_chart(rows, options.chart)
     return check_clean(targets, before)
+
+
+def run_soak(targets: Sequence[Target], options: argparse.Namespace) -> bool:
+    """The soak (scripts/soak.py): warm tasks through this process, electrons through a server."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import soak
+
+    from oci_executor.pool import POOL
+
+    ok = True
+    for target in targets:
+        print(f"\n{target.id}: {options.soak_tasks} warm tasks through one process")
+        try:
+            ok &= soak.warm_soak(
+                target.executor(options.image, keep_warm=60.0), add, options.soak_tasks, print
+            )
+        finally:
+            POOL.drain()
+    servers = [t for t in targets if t.id in options.soak_server.split(",")]
+    if servers and options.soak_electrons:
+        sys.path.insert(0, str(REPO))
+        from tests.covalent_server import server_pids
+
+        with covalent_server(options.image) as url:
+
+            def server_pid() -> int:
+                return max(server_pids(url))  # app.py, started by its shell wrapper
+
+            for target in servers:
+                print(
+                    f"\n{target.id}: {options.soak_electrons} electrons through the Covalent server at {url}"
+                )
+                workflow = fanout_workflow(target.executor(options.image))
+                ok &= soak.server_soak(workflow, server_pid, options.soak_electrons, print)
+    print(f"\nsoak: {'on target' if ok else 'OFF TARGET (see above)'}")
+    return ok
 
 
 def check_clean(targets: Sequence[Target], before: dict[str, list[str]]) -> int:

@@ -24,6 +24,48 @@ def _cli() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "covalent"]
 
 
+def _answers(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/api/v2/dispatches?count=1", timeout=2):
+                return
+        except Exception:  # noqa: BLE001 - not up yet
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Covalent server did not start on {url}") from None
+            time.sleep(0.5)
+
+
+def server_pids(url: str) -> list[int]:
+    """The server's processes (its shell wrapper and ``app.py``), found by its port."""
+    port = url.rsplit(":", 1)[1].encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"app.py" in cmdline and b"--port " + port in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def kill_and_start_again(url: str, timeout: float = 90.0) -> None:
+    """SIGKILL the server, then start it again on the same port, as a user would."""
+    import signal
+
+    for pid in server_pids(url):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while server_pids(url) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    with open(os.path.join(os.environ["HOME"], "covalent-start.log"), "ab") as log:
+        port = url.rsplit(":", 1)[1]
+        subprocess.run([*_cli(), "start", "--no-cluster", "-p", port], check=True, stdout=log, stderr=log)
+    _answers(url, timeout)
+
+
 @contextmanager
 def running_server(config: dict[str, object], timeout: float = 90.0) -> Iterator[str]:
     """Write ``config`` into this HOME's covalent.conf, start a server, yield its URL, stop it."""
@@ -38,15 +80,7 @@ def running_server(config: dict[str, object], timeout: float = 90.0) -> Iterator
     log = open(os.path.join(os.environ["HOME"], "covalent-start.log"), "wb")  # noqa: SIM115
     subprocess.run([*_cli(), "start", "--no-cluster", "-p", str(port)], check=True, stdout=log, stderr=log)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/api/v2/dispatches?count=1", timeout=2):
-                    break
-            except Exception:  # noqa: BLE001 - not up yet
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"Covalent server did not start on {url}") from None
-                time.sleep(0.5)
+        _answers(url, timeout)
         yield url
     finally:
         subprocess.run([*_cli(), "stop"], check=False, stdout=log, stderr=log)
