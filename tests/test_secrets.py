@@ -228,3 +228,28 @@ def test_a_missing_secret_fails_the_node_naming_it(server: str) -> None:
     assert "ConfigurationError" in error
     assert "'OCI_TEST_NOT_SET' is not set" in error
     assert "export it in the shell that starts the server" in error
+
+
+def test_the_file_wins_over_the_environment_and_errors_never_quote_a_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oci_executor import secrets, settings
+    from oci_executor.errors import ConfigurationError
+
+    path = tmp_path / "s.env"
+    path.write_text("# comment\n\nexport A=from-file=with-equals\n", encoding="utf-8")
+    monkeypatch.setenv("A", "from-env")
+    monkeypatch.setenv("B", "b-from-env")
+    assert secrets.resolve(["A", "B"], str(path)) == {"A": "from-file=with-equals", "B": "b-from-env"}
+    assert "A" not in secrets.scrubbed_environ() and "B" not in secrets.scrubbed_environ()
+    path.write_text("A=ok\nthis line holds hunter2\n", encoding="utf-8")
+    with pytest.raises(ConfigurationError, match=r"line 2: not NAME=VALUE") as info:
+        secrets.resolve(["A"], str(path))
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(ConfigurationError, match="cannot be read"):
+        secrets.resolve(["A"], str(tmp_path / "missing.env"))
+    with pytest.raises(ConfigurationError, match=r"in both env and secrets"):
+        settings.parse({"env": {"A": "x"}, "secrets": ["A"]})
+    for bad in ("A", ["1A"], ["A-B"], [3]):
+        with pytest.raises(ConfigurationError, match="secrets"):
+            settings.parse({"secrets": bad})
