@@ -87,7 +87,10 @@ class OwnEngine:
             time.sleep(0.3)
 
     def send(self, signum: int) -> None:
-        for pid in self.pids():
+        pids = self.pids()
+        if signum == signal.SIGCONT and self.process is not None:
+            pids.append(self.process.pid)  # runuser stops itself when its child stops, as su does
+        for pid in pids:
             try:
                 os.kill(pid, signum)
             except ProcessLookupError:
@@ -102,7 +105,11 @@ class OwnEngine:
             time.sleep(0.2)
         self.send(signal.SIGKILL)
         if self.process is not None:
-            self.process.wait(timeout=30)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # runuser, for the rootless service, may linger
+                self.process.kill()
+                self.process.wait(timeout=30)
             self.process = None
 
     def ours(self) -> list[str]:
