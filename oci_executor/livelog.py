@@ -7,7 +7,8 @@ them into lines (a line split across chunks is joined), and sends each line
   and stream, at most :data:`LOG_BURST` lines at once and :data:`LOG_RATE` lines a second per
   task: lines over that are held back, and a line says how many (the node's whole output is
   still in Covalent when it ends);
-- to the dispatch's ``live.jsonl`` (one JSON object a line), which ``oci-executor logs`` reads
+- to the dispatch's ``live.jsonl`` (one JSON object a line, whose ``text`` holds the lines
+  that arrived together), which ``oci-executor logs`` reads
   and follows, at most :data:`FILE_BURST` bytes at once and :data:`FILE_RATE` a second per task.
 
 Counting what is held back costs a ``bytes.count``, so a task printing 50 MB costs the host
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +29,7 @@ log = logging.getLogger("oci_executor.live")
 
 LOG_BURST, LOG_RATE = 200, 50.0
 """Lines of one task the server's log takes at once, and a second after that."""
-FILE_BURST, FILE_RATE = 16 * 1024 * 1024, 2 * 1024 * 1024
+FILE_BURST, FILE_RATE = 8 * 1024 * 1024, 1024 * 1024
 """Bytes of one task the live log file takes at once, and a second after that."""
 LINE_LIMIT = 4000
 """Characters of a line shown in the server's log (the rest is cut)."""
@@ -165,8 +165,7 @@ class LiveOutput:
             self._file_held[stream].add(count, len(body) + 1)
             return
         self._file_bucket.tokens -= len(body)
-        text = body.decode("utf-8", errors="backslashreplace")
-        self._append([self._record(stream, text=line) for line in text.split("\n")])
+        self._append([self._record(stream, text=body.decode("utf-8", errors="backslashreplace"))])
 
     def _record(self, stream: str, **fields: Any) -> dict[str, Any]:
         return {
@@ -192,8 +191,8 @@ class LiveOutput:
 # -- reading a live log back -------------------------------------------------------------
 
 
-def format_record(record: dict[str, Any]) -> str | None:
-    """A live log record as a line for a person (None: nothing to show)."""
+def format_record(record: dict[str, Any]) -> str:
+    """A live log record as lines for a person."""
     node = record.get("node", "?")
     name = f" {record['name']}" if record.get("name") else ""
     stream = record.get("stream", "?")
@@ -204,7 +203,7 @@ def format_record(record: dict[str, Any]) -> str | None:
         text = f"task ended: {record.get('status', '?')}"
     else:
         text = str(record.get("text", ""))
-    return f"{stamp} node {node}{name} {stream:<8}| {text}"
+    return "\n".join(f"{stamp} node {node}{name} {stream:<8}| {line}" for line in text.split("\n"))
 
 
 def _matches(record: dict[str, Any], node: str | None) -> bool:
@@ -250,7 +249,3 @@ def _parse(line: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return record if isinstance(record, dict) else None
-
-
-def exists(path: Path) -> bool:
-    return os.path.exists(path)
