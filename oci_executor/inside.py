@@ -3,9 +3,10 @@
 Shipped into the container with the runner (as ``oci_inside``), standard library only. In the
 task's process, :func:`install`:
 
-- replaces ``sys.stdout`` and ``sys.stderr`` with block-buffered writers that a daemon thread
-  flushes every :data:`FLUSH_INTERVAL` seconds, so printed lines reach the host live without a
-  system call per ``print`` (a task printing 50 MB is not slowed down);
+- replaces ``sys.stdout`` with a block-buffered writer that a daemon thread flushes every
+  :data:`FLUSH_INTERVAL` seconds, so printed lines reach the host live without a system call
+  per ``print`` (a task printing 50 MB is not slowed down); ``sys.stderr`` is line-buffered,
+  as Python's own is;
 - puts a small ``oci_executor.task`` module (and an ``oci_executor`` package holding it) into
   ``sys.modules``, so a task calls ``oci_executor.task.progress(0.4, "epoch 4/10")`` without
   our package in the image. Its events go, one JSON line each, down a pipe the runner relays
@@ -92,7 +93,9 @@ def _api(events_fd: int) -> types.ModuleType:
 def install(events_fd: int) -> None:
     """Set up the task's process: live stdout/stderr, the events API on ``events_fd``."""
     sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
-    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    sys.stderr = open(  # noqa: SIM115 - line-buffered (buffering=1), as Python's own stderr
+        2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False
+    )
     threading.Thread(target=_flusher, name="oci-output-flush", daemon=True).start()
     api = _api(events_fd)
     package = types.ModuleType("oci_executor", "The runner's stand-in for oci-executor inside a task.")
