@@ -87,7 +87,6 @@ def _run(
     key = pool_key(backend, spec, values["reuse"], dispatch_id)
     limit = values["max_containers"] or os.cpu_count() or 1
     while True:
-        trace.phase("wait")
         runner, reused = POOL.acquire(
             key, limit, functools.partial(start_runner, backend, spec, trace.phase), min_life=seconds or 0.0
         )

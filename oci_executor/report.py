@@ -3,7 +3,8 @@
 A timeline (inline SVG: a lane per container, a bar per task coloured by phase, the
 container's removal at the end of its lane, the node ID and name on each bar, the host in
 the lane's label) and a summary: tasks, cold vs warm, time spent waiting for containers and
-creating them, the slowest tasks, peak memory. Inline CSS, no script, no network.
+creating them, the slowest tasks, peak memory. Inline CSS, no script, no network. A task's
+wait for its container is a thin strip above the lane (it does not hold the container yet).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ COLOURS = {
     "receive": "#3182bd",
     "removal": "#843c39",
 }
-LANE, BAR, LEFT, WIDTH, TOP = 34, 22, 230, 900, 30
-"""Lane height, bar height, label column, timeline width, axis height (pixels)."""
+LANE, BAR, WAIT, LEFT, WIDTH, TOP = 40, 22, 5, 230, 900, 36
+"""Lane height, bar height, wait strip height, label column, timeline width, axis height (pixels)."""
 STYLE = """
 body { font: 14px system-ui, sans-serif; margin: 24px; color: #222; }
 h1 { font-size: 20px; } h2 { font-size: 16px; margin-top: 28px; }
@@ -80,7 +81,7 @@ def timeline(tasks: Sequence[dict[str, Any]], removals: Sequence[dict[str, Any]]
         x = LEFT + WIDTH * i / 5
         out.append(f'<line x1="{x:.1f}" y1="{TOP - 6}" x2="{x:.1f}" y2="{height}" stroke="#eee"/>')
         out.append(
-            f'<text x="{x:.1f}" y="{TOP - 10}" text-anchor="middle">{_secs(span * i / 5) or "0"}</text>'
+            f'<text x="{x:.1f}" y="{TOP - 14}" text-anchor="middle">{_secs(span * i / 5) if i else "0 s"}</text>'
         )
     hosts = {t.get("container") or "": t.get("host") or "" for t in [*removals, *tasks]}
     engines = {t.get("container") or "": t.get("engine") or "" for t in [*removals, *tasks]}
@@ -90,21 +91,25 @@ def timeline(tasks: Sequence[dict[str, Any]], removals: Sequence[dict[str, Any]]
         out.append(f'<text class="lane-label" x="4" y="{y + BAR / 2 + 4}">{_esc(label)}</text>')
     for task in tasks:
         y = TOP + lanes.index(task.get("container") or "") * LANE
-        first = True
+        held = None  # where the task got its container (after waiting)
         for phase in task.get("phases") or []:
             x = LEFT + (phase["start"] - t0) * scale
             w = max(phase["duration"] * scale, 1.0)
             tip = f"node {task.get('node')} {task.get('name') or ''}: {phase['phase']} {_secs(phase['duration'])}"
+            waiting = phase["phase"] == "wait"  # not yet on the container: a thin strip above its bar
+            top, tall = (y - WAIT - 1, WAIT) if waiting else (y, BAR)
+            if not waiting and held is None:
+                held = x
             out.append(
                 f'<rect class="bar phase-{_esc(phase["phase"])}" data-node="{_esc(task.get("node"))}" '
-                f'x="{x:.2f}" y="{y}" width="{w:.2f}" height="{BAR}" '
+                f'x="{x:.2f}" y="{top}" width="{w:.2f}" height="{tall}" '
                 f'fill="{COLOURS.get(phase["phase"], "#999")}"><title>{_esc(tip)}</title></rect>'
             )
-            first = False
-        if not first:
-            x = LEFT + (task["start"] - t0) * scale + 3
+        if held is not None:
             label = f"{task.get('node')} {task.get('name') or ''}".strip()
-            out.append(f'<text class="bar-label" x="{x:.1f}" y="{y + BAR / 2 + 4}">{_esc(label)}</text>')
+            out.append(
+                f'<text class="bar-label" x="{held + 3:.1f}" y="{y + BAR / 2 + 4}">{_esc(label)}</text>'
+            )
     for removal in removals:
         y = TOP + lanes.index(removal.get("container") or "") * LANE
         x = LEFT + (removal["start"] - t0) * scale
@@ -181,7 +186,7 @@ def render(records: Sequence[dict[str, Any]], dispatch_id: str) -> str:
         ]  # fmt: skip
         nums = [
             _secs(_phase_total(t, "wait")),
-            _secs(start),
+            "–" if t.get("warm") else _secs(start),
             _secs(_phase_total(t, "run")),
             _secs(t.get("duration")),
         ]
@@ -199,7 +204,7 @@ def render(records: Sequence[dict[str, Any]], dispatch_id: str) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>dispatch {_esc(dispatch_id)}: oci-executor report</title>
 <style>{STYLE}</style></head><body>
 <h1>Dispatch {_esc(dispatch_id)}</h1>
-<p>{len(tasks)} task(s), first started {_esc(when)}. Hover a bar for its phase and duration.</p>
+<p>{len(tasks)} task(s), first started {_esc(when)}. Hover a bar for its phase and duration; the thin grey strips above a lane are tasks waiting for that container.</p>
 <div class="legend">{legend}</div>
 {timeline(tasks, removals)}
 <h2>Summary</h2>

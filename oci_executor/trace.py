@@ -33,7 +33,8 @@ from oci_executor.livelog import LiveOutput
 log = logging.getLogger(__name__)
 
 PHASES = ("wait", "create", "attach", "hello", "environment", "send", "run", "receive")
-"""A task's phases, in order: ``wait`` for a free container (or a warm one), ``create`` (pull,
+"""A task's phases, in order: ``wait`` (for the backend on first use, then for a free container,
+or a warm one), ``create`` (pull,
 create and start), ``attach`` and ``hello`` (cold only), ``environment`` (preparing the task's
 environment, when it has one), ``send`` (the payload, until the runner accepts it), ``run``
 (until the result starts to arrive), ``receive`` (the result)."""
@@ -67,16 +68,25 @@ def dispatch_dir(dispatch_id: str) -> Path:
     return state_dir() / "dispatches" / dispatch_id
 
 
+_made: dict[tuple[str, str], Path] = {}
+"""Folders this process made, by (state dir, dispatch): one mkdir per dispatch."""
+
+
 def _folder(dispatch_id: str) -> Path | None:
     """The dispatch's folder, created; None when tracing is off or there is no dispatch."""
     if not dispatch_id or not enabled():
         return None
+    key = (os.environ.get("OCI_EXECUTOR_STATE_DIR", ""), dispatch_id)
+    folder = _made.get(key)
+    if folder is not None and folder.is_dir():
+        return folder
     try:
         folder = dispatch_dir(dispatch_id)
         folder.mkdir(parents=True, exist_ok=True)
     except (ValueError, OSError) as exc:
         log.warning("no trace for dispatch %r: %s", dispatch_id, exc)
         return None
+    _made[key] = folder
     return folder
 
 
@@ -87,7 +97,7 @@ def append(dispatch_id: str, record: Mapping[str, Any]) -> None:
         return
     line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
     try:
-        with _lock, open(folder / "trace.jsonl", "a", encoding="utf-8") as handle:
+        with _lock, open(os.path.join(folder, "trace.jsonl"), "a", encoding="utf-8") as handle:
             handle.write(line)
     except OSError as exc:
         log.warning("could not write the trace of dispatch %s: %s", dispatch_id, exc)
@@ -155,6 +165,7 @@ class TaskTrace:
         self.record.update(stdout_bytes=0, stderr_bytes=0, start=round(time.time(), 6))
         self._began = time.monotonic()
         self._phase: tuple[str, float, float] | None = None
+        self.phase("wait")
 
     def phase(self, name: str) -> None:
         """``name`` begins now (and the phase before it ends)."""

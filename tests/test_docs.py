@@ -307,3 +307,14 @@ def test_code_examples_parse_and_pass_only_real_options() -> None:
                 unknown = {k.arg for k in node.keywords} - allowed
                 assert not unknown, f"{page}: OCIExecutor(...) example passes unknown options {unknown}"
     assert calls >= 3
+
+
+def test_the_observability_page_documents_every_trace_field_and_phase() -> None:
+    from oci_executor import trace
+
+    text = (DOCS / "observability.md").read_text(encoding="utf-8")
+    rows = " ".join(line.split("|")[1] for line in text.splitlines() if line.startswith("| `"))
+    documented = set(re.findall(r"`(\w+)`", rows))
+    assert set(trace.TASK_FIELDS) <= documented, set(trace.TASK_FIELDS) - documented
+    assert set(trace.PHASES) <= documented, set(trace.PHASES) - documented
+    assert (DOCS / "observability-report.png").exists(), "the report's screenshot"
