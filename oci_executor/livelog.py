@@ -17,8 +17,10 @@ little. :func:`read` and :func:`follow` read a live log back. No Covalent here.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -36,6 +38,25 @@ LINE_LIMIT = 4000
 PARTIAL_LIMIT = 1024 * 1024
 """A line longer than this without a newline is passed on in pieces."""
 _write_lock = threading.Lock()
+_handles: collections.OrderedDict[str, Any] = collections.OrderedDict()
+OPEN_FILES = 32
+"""Append-mode files kept open (the most recently used), so a record costs one write."""
+
+
+def append_text(path: str | os.PathLike[str], data: str) -> None:
+    """Append ``data`` to ``path`` in one write, through a kept-open handle (thread-safe)."""
+    key = os.fspath(path)
+    with _write_lock:
+        handle = _handles.pop(key, None)
+        if handle is None or not os.path.exists(key):  # first use, or deleted meanwhile
+            if handle is not None:
+                handle.close()
+            handle = open(key, "a", encoding="utf-8")  # noqa: SIM115 - kept open on purpose
+            while len(_handles) >= OPEN_FILES:
+                _handles.popitem(last=False)[1].close()
+        _handles[key] = handle
+        handle.write(data)
+        handle.flush()
 
 
 class Bucket:
@@ -181,8 +202,7 @@ class LiveOutput:
             return
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         try:
-            with _write_lock, open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(data)
+            append_text(self.path, data)
         except OSError as exc:
             log.warning("could not write the live log %s: %s", self.path, exc)
             self.path = None

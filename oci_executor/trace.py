@@ -22,13 +22,12 @@ import logging
 import os
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from oci_executor.livelog import LiveOutput
+from oci_executor.livelog import LiveOutput, append_text
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,6 @@ TASK_FIELDS = (
 )  # fmt: skip
 """The fields of a ``task`` record, in order (stable names: add, never rename)."""
 DISPATCH_LABEL = "io.oci-executor.dispatch-id"
-_lock = threading.Lock()
 
 
 def enabled() -> bool:
@@ -97,8 +95,7 @@ def append(dispatch_id: str, record: Mapping[str, Any]) -> None:
         return
     line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
     try:
-        with _lock, open(os.path.join(folder, "trace.jsonl"), "a", encoding="utf-8") as handle:
-            handle.write(line)
+        append_text(os.path.join(folder, "trace.jsonl"), line)
     except OSError as exc:
         log.warning("could not write the trace of dispatch %s: %s", dispatch_id, exc)
 
