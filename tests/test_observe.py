@@ -89,6 +89,9 @@ def test_every_task_is_traced_with_phases_resources_and_events(target: Target) -
     assert [p["phase"] for p in warm["phases"]] == ["wait", "send", "run", "receive"]
     assert (cold["warm"], warm["warm"]) == (False, True)
     assert cold["container"] == warm["container"] == first.container_id
+    if target.backend == "slurm":  # the node's name, for the report's lanes
+        assert cold["container"].endswith(f"-{cold['host']}"), cold
+    assert cold["host"]
     for task in tasks:
         assert task["status"] == "ok" and task["exit_code"] == 0 and task["signal"] is None
         assert task["engine"] == target.backend and task["image"] == target.image and task["name"] == "busy"
