@@ -30,7 +30,9 @@ from typing import Any
 log = logging.getLogger("oci_executor.live")
 
 LOG_BURST, LOG_RATE = 200, 50.0
-"""Lines of one task the server's log takes at once, and a second after that."""
+"""Lines of one task the server's log takes at once, and a second after that (once lines were
+held back, the log takes them again when a second's worth has built up: at most one "held
+back" line a second)."""
 FILE_BURST, FILE_RATE = 8 * 1024 * 1024, 1024 * 1024
 """Bytes of one task the live log file takes at once, and a second after that."""
 LINE_LIMIT = 4000
@@ -142,10 +144,12 @@ class LiveOutput:
         self._to_file(stream, body, count)
 
     def _to_log(self, stream: str, body: bytes, count: int) -> None:
-        take = min(count, int(self._log_bucket.available()))
-        if take and self._log_held[stream].lines:
-            self._report_held(stream)
-            take = min(count, int(self._log_bucket.available()))
+        tokens = int(self._log_bucket.available())
+        if self._log_held[stream].lines:  # holding back: resume once a second's worth is there
+            tokens = tokens if tokens >= LOG_RATE else 0
+            if tokens:
+                self._report_held(stream)
+        take = min(count, tokens)
         if take <= 0:
             self._log_held[stream].add(count, len(body) + 1)
             return
