@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal
 
+from oci_executor.findings import Finding, basic_findings
+
 if TYPE_CHECKING:
     from oci_executor.channel import Channel
 
@@ -250,6 +252,16 @@ class Backend(abc.ABC):
         Raises :class:`~oci_executor.errors.EngineUnavailableError` if the engine does not answer.
         """
         return None
+
+    def diagnose(self, spec: ContainerSpec, pull_policy: str) -> list[Finding]:
+        """This backend's findings for ``oci-executor doctor``, each with its fix, in the order a
+        user fixes them: its engine, then what ``spec`` needs of it (``spec.image`` is the
+        configured image; nothing may be pulled). The doctor adds the Python check (a runner
+        started from the image) when none of these is a failure of the engine or the image.
+
+        By default: whether it answers, and whether it honours ``spec``'s options.
+        """
+        return basic_findings(self, spec)
 
     def installed(self) -> bool:
         """Whether this backend's engine is installed here (so ``auto`` must not skip past it to

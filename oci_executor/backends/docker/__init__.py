@@ -43,6 +43,25 @@ class DockerBackend(EngineBackend):
         "or point DOCKER_HOST or the executor's 'address' option at a running engine."
     )
 
+    subid_reload = "systemctl --user restart docker"  # rootless Docker reads the ranges when it starts
+
+    def start_command(self) -> str:
+        return "sudo systemctl start docker (without systemd: sudo dockerd &)"
+
+    def storage_fix(self, facts: EngineFacts) -> str:
+        return 'set {"storage-driver": "overlay2"} in /etc/docker/daemon.json, then restart dockerd'
+
+    def gpu_support(self, facts: EngineFacts | None) -> tuple[bool, str, str]:
+        """The NVIDIA container runtime (``--gpus``), not CDI."""
+        ok = any("nvidia" in r for r in (facts.runtimes if facts else ())) or bool(
+            shutil.which("nvidia-container-runtime-hook") or shutil.which("nvidia-container-runtime")
+        )
+        return (
+            ok,
+            "NVIDIA runtime" if ok else "no NVIDIA container runtime",
+            "install the NVIDIA Container Toolkit, then sudo nvidia-ctk runtime configure --runtime=docker and restart dockerd",
+        )
+
     def address(self) -> str:
         return self.config.address or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
 

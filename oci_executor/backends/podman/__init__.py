@@ -27,6 +27,7 @@ import podman.errors
 from oci_executor.backend import Container, ContainerSpec, EngineFacts, ExecResult
 from oci_executor.backends.podman.attach import http_attach
 from oci_executor.backends.podman.connection import connection
+from oci_executor.backends.podman.diagnosis import PodmanDiagnosis
 from oci_executor.backends.podman.info import engine_facts
 from oci_executor.backends.podman.pull import make_workdir, pull
 from oci_executor.backends.podman.rootless import (  # noqa: F401 - re-exported: this backend's public helpers
@@ -38,7 +39,7 @@ from oci_executor.backends.podman.rootless import (  # noqa: F401 - re-exported:
     runtime_dir_problem,
 )
 from oci_executor.backends.podman.service import SERVICE_IDLE_SECONDS, TransientService  # noqa: F401
-from oci_executor.backends.shared.engine import CONNECT_TIMEOUT, EngineBackend
+from oci_executor.backends.shared.engine import CONNECT_TIMEOUT
 from oci_executor.backends.shared.intent import ContainerIntent
 from oci_executor.backends.shared.ssh import SshTarget, run_remote
 from oci_executor.channel import Channel
@@ -55,7 +56,7 @@ _vfs_warned: set[str] = set()
 log = logging.getLogger(__name__)
 
 
-class PodmanBackend(EngineBackend):
+class PodmanBackend(PodmanDiagnosis):
     """Tasks in Podman containers, rootful or rootless."""
 
     name = "podman"

@@ -24,7 +24,7 @@ from oci_executor.backend import (
     ManagedContainer,
 )
 from oci_executor.backends.shared.archive import make_tar, read_tar
-from oci_executor.backends.shared.engine.images import ImageStore
+from oci_executor.backends.shared.engine.diagnosis import EngineDiagnosis
 from oci_executor.backends.shared.intent import ContainerIntent, container_intent
 from oci_executor.backends.shared.sdk import timestamp
 from oci_executor.channel import Channel
@@ -55,7 +55,7 @@ print(n)
 """
 
 
-class EngineBackend(ImageStore):
+class EngineBackend(EngineDiagnosis):
     """A backend driving a Docker-API-like engine through its Python SDK."""
 
     supported_options = frozenset(OPTIONAL_SETTINGS) - frozenset(SCHEDULER_SETTINGS)
