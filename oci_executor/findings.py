@@ -85,7 +85,7 @@ def basic_findings(backend: Backend, spec: ContainerSpec) -> list[Finding]:
                 "limits",
                 "fail",
                 f"{name} cannot honour the configured option(s) {', '.join(unsupported)}",
-                backend.explain_unsupported(unsupported),
+                backend.explain_unsupported(unsupported, spec),
             ),
         ]
     return [*found, Finding(name, "limits", "ok", "no option that this backend cannot honour is configured")]

@@ -74,7 +74,7 @@ def start_runner(backend: Backend, spec: ContainerSpec) -> Runner:
         raise ConfigurationError(
             f"the {backend.name} backend cannot honour the option(s) {', '.join(unsupported)}"
             + (f" (backend='auto' chose it because {why})" if why else "")
-            + f": {backend.explain_unsupported(unsupported)}."
+            + f": {backend.explain_unsupported(unsupported, spec)}."
         )
     spec = dataclasses.replace(spec, command=runner_command(spec))
     container = backend.create(spec)

@@ -71,6 +71,16 @@ def plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
+def builtin_registry() -> BackendRegistry:
+    """A registry of the built-in backends alone (installed plugins left out: for the docs)."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    for module_name in BUILTIN_BACKEND_MODULES:
+        __import__(module_name)
+        pm.register(sys.modules[module_name], name=module_name)
+    return build_registry(pm)
+
+
 def build_registry(pm: pluggy.PluginManager | None = None) -> BackendRegistry:
     """Ask every registered plugin to add its backends to a new registry."""
     registry = BackendRegistry()

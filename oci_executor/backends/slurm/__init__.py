@@ -40,6 +40,7 @@ from oci_executor.backend import (
 from oci_executor.backends.shared.archive import make_tar, read_tar
 from oci_executor.backends.shared.intent import container_intent
 from oci_executor.backends.slurm import cli as s
+from oci_executor.backends.slurm.options import NOTES, OPTIONS
 from oci_executor.backends.slurm.render import podman_run_args
 from oci_executor.backends.slurm.steps import GONE_TIMEOUT, StepChannel, parse_handle
 from oci_executor.channel import Channel
@@ -69,6 +70,9 @@ class SlurmBackend(Backend):
     priority = -20
     auto_candidate = False
     supported_options = frozenset(OPTIONAL_SETTINGS)
+    options = OPTIONS
+    option_notes = NOTES
+    option_note_default = "as Podman (rootless, on the node)"
 
     def __init__(self, config: BackendConfig | None = None) -> None:
         super().__init__(config)

@@ -122,7 +122,7 @@ class EngineDiagnosis(ImageStore):
         else:
             cgroup_fix = "delegate the cpu and memory controllers to users (systemd: Delegate=cpu memory in user@.service), or use rootful Podman or Docker"
         if refused:
-            fixes = [self.explain_unsupported(unsupported)] if unsupported else []
+            fixes = [self.explain_unsupported(unsupported, spec)] if unsupported else []
             if any(k in ("cpus", "memory") and k not in unsupported for k in refused):
                 fixes.append(cgroup_fix)
             if "gpus" in refused and "gpus" not in unsupported:

@@ -17,7 +17,6 @@ from typing import Any
 from oci_executor.backend import (
     MANAGED_LABEL,
     OPTIONAL_SETTINGS,
-    SCHEDULER_SETTINGS,
     Container,
     ContainerSpec,
     ExecResult,
@@ -58,7 +57,7 @@ print(n)
 class EngineBackend(EngineDiagnosis):
     """A backend driving a Docker-API-like engine through its Python SDK."""
 
-    supported_options = frozenset(OPTIONAL_SETTINGS) - frozenset(SCHEDULER_SETTINGS)
+    supported_options = frozenset(OPTIONAL_SETTINGS)
 
     # -- what an engine provides -------------------------------------------------------
 
