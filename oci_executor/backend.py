@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from oci_executor.errors import OCIExecutorError
 from oci_executor.findings import Finding, basic_findings
 
 if TYPE_CHECKING:
@@ -239,13 +240,22 @@ class Backend(abc.ABC):
         """
         return spec
 
-    @abc.abstractmethod
-    def available(self) -> bool:
-        """Whether the engine answers now; never raises."""
+    def check(self) -> None:  # noqa: B027 - nothing to check by default
+        """The one health probe a backend implements: raise
+        :class:`~oci_executor.errors.EngineUnavailableError` (or another of our errors, naming
+        the fix) unless it can run a task now. Nothing by default (always ready)."""
 
     def problem(self) -> str | None:
-        """Why the engine cannot run a task now (its diagnosis), or None; never raises."""
-        return None if self.available() else f"{self.describe()} is not available"
+        """Why the backend cannot run a task now (:meth:`check`'s message), or None; never raises."""
+        try:
+            self.check()
+        except OCIExecutorError as exc:
+            return str(exc)
+        return None
+
+    def available(self) -> bool:
+        """Whether the backend can run a task now (:meth:`check` passes); never raises."""
+        return self.problem() is None
 
     def describe(self) -> str:
         """A short human description (engine and address) for messages."""
@@ -325,9 +335,6 @@ class Backend(abc.ABC):
 
     def remove_managed(self, container_id: str) -> None:  # noqa: B027 - optional hook
         """Kill and remove one container that :meth:`managed` listed; a gone one is fine."""
-
-    def check(self) -> None:  # noqa: B027 - optional hook
-        """Raise :class:`~oci_executor.errors.EngineUnavailableError` unless the engine answers now."""
 
     def oom_killed(self, container: Container) -> bool:
         """Whether the kernel's OOM killer killed a process in the container (best effort)."""

@@ -96,9 +96,6 @@ class FakeBackend(Backend):
 
     # -- the verbs -------------------------------------------------------------------------
 
-    def available(self) -> bool:
-        return True
-
     def create(self, spec: ContainerSpec) -> Container:
         self._verb("create", spec.image)
         host_end, runner_end = socket.socketpair()

@@ -66,9 +66,6 @@ class LocalBackend(Backend):
         "queue_timeout": "unused (no queue)",
     }
 
-    def available(self) -> bool:
-        return True
-
     def describe(self) -> str:
         return f"{self.name} ({sys.executable})"
 

@@ -39,9 +39,9 @@ from oci_executor.backend import (
 )
 from oci_executor.backends.shared.archive import make_tar, read_tar
 from oci_executor.backends.shared.intent import container_intent
+from oci_executor.backends.shared.runargs import run_args
 from oci_executor.backends.slurm import cli as s
 from oci_executor.backends.slurm.options import NOTES, OPTIONS
-from oci_executor.backends.slurm.render import podman_run_args
 from oci_executor.backends.slurm.steps import GONE_TIMEOUT, StepChannel, parse_handle
 from oci_executor.channel import Channel
 from oci_executor.errors import (
@@ -59,6 +59,7 @@ from oci_executor.registry import BackendRegistry
 log = logging.getLogger(__name__)
 
 SCRATCH_DIR = "/tmp/oci-executor"
+NODE_ENV = ("SLURMD_NODENAME", "SLURM_JOB_ID")
 JOB_TIME_MARGIN = 60.0
 """Seconds a job lives beyond a task's ``time_limit`` (start-up and clean-up)."""
 
@@ -90,16 +91,6 @@ class SlurmBackend(Backend):
 
     def installed(self) -> bool:
         return s.installed()
-
-    def available(self) -> bool:
-        return self.problem() is None
-
-    def problem(self) -> str | None:
-        try:
-            self.check()
-        except OCIExecutorError as exc:
-            return str(exc)
-        return None
 
     def check(self) -> None:
         if not s.installed():
@@ -210,7 +201,9 @@ class SlurmBackend(Backend):
             "--pull=never",
             f"--label={s.JOB_LABEL}={job_id}",
             f"--label={s.NODE_LABEL}={node}",
-            *podman_run_args(container_intent(spec, rootless=True)),
+            *[f"--env={name}" for name in NODE_ENV],  # the task can tell its node and job
+            # cpus and memory are the job's (sbatch -c, --mem): Slurm enforces them on the node
+            *run_args(container_intent(spec, rootless=True), limits=False),
             spec.image,
             *spec.command,
         ]
