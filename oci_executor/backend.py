@@ -12,22 +12,22 @@ kills one at once (time limit, cancel).
 from __future__ import annotations
 
 import abc
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from oci_executor.errors import OCIExecutorError
 from oci_executor.findings import Finding, basic_findings
+from oci_executor.labels import MANAGED_LABEL  # noqa: F401 - part of the contract's names
 
 if TYPE_CHECKING:
     from oci_executor.channel import Channel
     from oci_executor.options import Option
 
-MANAGED_LABEL = "io.oci-executor.managed"
-"""Every container we create carries ``MANAGED_LABEL=true``."""
 
 PullPolicy = Literal["missing", "always", "never"]
-PULL_POLICIES: tuple[str, ...] = ("missing", "always", "never")
+PULL_POLICIES: tuple[str, ...] = typing.get_args(PullPolicy)
 
 
 @dataclass(frozen=True)
@@ -212,11 +212,15 @@ class Backend(abc.ABC):
     option_notes: ClassVar[Mapping[str, str]] = {}
     """How this backend treats each shared option, where it differs from
     :attr:`option_note_default` (the docs table's column for this backend)."""
+    start_hint: ClassVar[str] = ""
+    """How to start this backend's engine, for messages."""
     option_note_default: ClassVar[str] = "yes"
     """What this backend does with a shared option its notes do not name."""
 
     def __init__(self, config: BackendConfig | None = None) -> None:
         self.config = config or BackendConfig()
+        self.auto_reason = ""
+        """Why ``backend="auto"`` picked this backend when it is a fallback (for messages)."""
 
     def unsupported(self, spec: ContainerSpec) -> list[str]:
         """The options ``spec`` asks for that this backend cannot honour (asked per instance:

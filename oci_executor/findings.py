@@ -54,7 +54,7 @@ def engine_failed(backend: Backend, problem: str, fix: str, address: str = "") -
     name = backend.name
     if not backend.installed():
         return Finding(name, "engine", "skip", f"{backend.describe()} is not installed here")
-    hint = str(getattr(backend, "start_hint", ""))
+    hint = backend.start_hint
     message = problem.replace(hint, "").strip() if hint else problem
     if address.startswith("ssh://") or " over ssh" in problem:
         fix = "the message says it (Fix: ...); see docs/remote.md"
@@ -69,7 +69,7 @@ def basic_findings(backend: Backend, spec: ContainerSpec) -> list[Finding]:
     name = backend.name
     problem = backend.problem()
     if problem is not None:
-        engine = engine_failed(backend, problem, str(getattr(backend, "start_hint", "")))
+        engine = engine_failed(backend, problem, backend.start_hint)
         return [engine] if engine.status == "skip" else [engine, skipped(name, "limits")]
     what = "runs tasks on the host, without a container" if not backend.isolated else "answers"
     found = [Finding(name, "engine", "ok", f"{backend.describe()} {what}")]

@@ -70,7 +70,7 @@ def start_runner(backend: Backend, spec: ContainerSpec) -> Runner:
     """Create a container for ``spec`` with a resident runner, ready for tasks."""
     unsupported = backend.unsupported(spec)
     if unsupported:
-        why = getattr(backend, "auto_reason", None)
+        why = backend.auto_reason
         raise ConfigurationError(
             f"the {backend.name} backend cannot honour the option(s) {', '.join(unsupported)}"
             + (f" (backend='auto' chose it because {why})" if why else "")

@@ -18,20 +18,24 @@ import json
 import logging
 import threading
 import time
+import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from oci_executor.backend import Backend, BackendConfig, ContainerSpec
+from oci_executor.labels import DISPATCH_LABEL, NODE_LABEL
 from oci_executor.lifecycle import Runner, discard
 from oci_executor.registry import select_backend
 
 log = logging.getLogger(__name__)
 
-REUSE_SCOPES = ("dispatch", "never", "process")
+ReuseScope = Literal["dispatch", "never", "process"]
+REUSE_SCOPES: tuple[str, ...] = typing.get_args(ReuseScope)
+"""Which tasks a warm container serves (the ``reuse`` option)."""
 EXPIRY_MARGIN = 30.0
 """A runner this close to its ``max_lifetime`` is never handed a task."""
 REAP_INTERVAL = 0.5
-PER_TASK_LABELS = ("io.oci-executor.node-id",)
+PER_TASK_LABELS = (NODE_LABEL,)
 UNSTARTED_AGE = 60.0
 """A container of ours created this long ago and never started has no live driver."""
 
@@ -40,7 +44,7 @@ def pool_key(backend: Backend, spec: ContainerSpec, reuse: str, dispatch_id: str
     """The key under which runners for ``spec`` are pooled."""
     drop = set(PER_TASK_LABELS)
     if reuse != "dispatch":
-        drop.add("io.oci-executor.dispatch-id")
+        drop.add(DISPATCH_LABEL)
     fields = dataclasses.asdict(spec)
     fields["labels"] = {k: v for k, v in spec.labels.items() if k not in drop}
     scope = dispatch_id if reuse == "dispatch" else reuse

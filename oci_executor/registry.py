@@ -141,7 +141,7 @@ def select_backend(
         _skipped(skipped),
         fallback.describe(),
     )
-    fallback.auto_reason = "no container engine is installed" + _skipped(skipped)  # type: ignore[attr-defined]
+    fallback.auto_reason = "no container engine is installed" + _skipped(skipped)
     return fallback
 
 

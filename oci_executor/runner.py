@@ -20,7 +20,6 @@ import os
 import platform
 import select
 import signal
-import struct
 import subprocess
 import sys
 import traceback
@@ -35,7 +34,6 @@ except ImportError:  # imported on the host, outside a runner
 RESERVED_RETVAL_KEY_FILES = "files"
 F_SETPIPE_SZ = 1031  # Linux fcntl
 PIPE_SIZE = 1024 * 1024
-_LEN = struct.Struct(">Q")
 
 
 # -- low-level I/O -------------------------------------------------------------------------
@@ -294,7 +292,7 @@ def _child_main(header: dict[str, Any], in_r: int, res_w: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     raw = protocol.encode_record(record)
-    _write_all(res_w, _LEN.pack(len(raw)) + raw)
+    _write_all(res_w, protocol.RECORD_LENGTH.pack(len(raw)) + raw)
     view = memoryview(value)
     for start in range(0, len(view), protocol.CHUNK):
         _write_all(res_w, view[start : start + protocol.CHUNK])

@@ -11,19 +11,15 @@ checks the page). Run ``python -m oci_executor.settings`` to print the table.
 from __future__ import annotations
 
 import functools
-import typing
 from collections.abc import Mapping
 from typing import Any
 
 from oci_executor import options as o
-from oci_executor.backend import Backend, BackendConfig, ContainerSpec, PullPolicy
+from oci_executor.backend import PULL_POLICIES, Backend, BackendConfig, ContainerSpec
 from oci_executor.errors import ConfigurationError
 from oci_executor.options import Option
+from oci_executor.pool import REUSE_SCOPES
 from oci_executor.task import host_python_version
-
-PULL_POLICIES: tuple[str, ...] = typing.get_args(PullPolicy)
-REUSE_SCOPES: tuple[str, ...] = ("dispatch", "never", "process")
-
 
 OPTIONS: tuple[Option, ...] = (
     Option(

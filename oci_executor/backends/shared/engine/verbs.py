@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from oci_executor.backend import (
-    MANAGED_LABEL,
     OPTIONAL_SETTINGS,
     Container,
     ContainerSpec,
@@ -35,6 +34,7 @@ from oci_executor.errors import (
     ImageHasNoPythonError,
     OCIExecutorError,
 )
+from oci_executor.labels import MANAGED_LABEL
 
 SCRATCH_DIR = "/tmp/oci-executor"
 REMOVE_TIMEOUT = 30.0  # seconds to wait for an engine's own removal of a killed container
@@ -225,7 +225,7 @@ class EngineBackend(EngineDiagnosis):
         except ContainerNotFoundError:
             return
         except ContainerError as exc:
-            if getattr(exc, "kind", "") != "conflict":  # 409: not running
+            if exc.kind != "conflict":  # 409: not running
                 raise
 
     def remove(self, container: Container) -> None:
