@@ -23,7 +23,7 @@ from oci_executor.labels import MANAGED_LABEL  # noqa: F401 - part of the contra
 
 if TYPE_CHECKING:
     from oci_executor.channel import Channel
-    from oci_executor.options import Option
+    from oci_executor.parsing import Option
 
 
 PullPolicy = Literal["missing", "always", "never"]

@@ -19,9 +19,10 @@ from oci_executor.backend import Backend, Container
 from oci_executor.execute import TaskNotStarted, execute
 from oci_executor.labels import DISPATCH_LABEL, MANAGED_LABEL, NODE_LABEL, OWNER_LABEL
 from oci_executor.lifecycle import start_runner
-from oci_executor.options import check_time_limit
 from oci_executor.owner import this_owner
-from oci_executor.pool import POOL, pool_key, shared_backend
+from oci_executor.parsing import check_time_limit
+from oci_executor.pool import POOL, pool_key
+from oci_executor.registry import shared_backend
 from oci_executor.task import TaskOutcome, TaskPayload
 
 log = logging.getLogger(__name__)

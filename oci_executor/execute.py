@@ -16,7 +16,7 @@ from typing import Any
 from oci_executor import protocol
 from oci_executor.channel import ChannelClosed, FrameReader
 from oci_executor.errors import EngineUnavailableError, OutOfMemoryError, RunnerError, TaskTimeoutError
-from oci_executor.lifecycle import Runner
+from oci_executor.lifecycle import RunnerHandle
 from oci_executor.task import TaskOutcome, TaskPayload, outcome_from_record
 
 AFFORDABLE_WITHOUT_CHECK = 64 * 1024 * 1024
@@ -85,7 +85,7 @@ def _check_affordable(size: int) -> None:
 
 
 def execute(
-    runner: Runner,
+    runner: RunnerHandle,
     payload: TaskPayload,
     *,
     workdir: str | None = None,
@@ -182,7 +182,7 @@ def execute(
     return dataclasses.replace(outcome, container_id=runner.container.id)
 
 
-def _send_task(runner: Runner, payload: TaskPayload, workdir: str | None) -> None:
+def _send_task(runner: RunnerHandle, payload: TaskPayload, workdir: str | None) -> None:
     """The task frame, then each blob as it is (no joined copy, no reference kept after)."""
     blobs, layout = payload.encode(workdir)
     header = json.dumps(protocol.task_header([len(b) for b in blobs], layout)).encode("utf-8")
@@ -192,7 +192,7 @@ def _send_task(runner: Runner, payload: TaskPayload, workdir: str | None) -> Non
             runner.channel.send(blob)
 
 
-def _engine_gone(runner: Runner) -> None:
+def _engine_gone(runner: RunnerHandle) -> None:
     """If the engine itself went away mid-task, say so (and where, and what to do)."""
     try:
         runner.backend.check()

@@ -14,10 +14,10 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from oci_executor import options as o
+from oci_executor import parsing as o
 from oci_executor.backend import PULL_POLICIES, Backend, BackendConfig, ContainerSpec
 from oci_executor.errors import ConfigurationError
-from oci_executor.options import Option
+from oci_executor.parsing import Option
 from oci_executor.pool import REUSE_SCOPES
 from oci_executor.task import host_python_version
 

@@ -13,7 +13,7 @@ from oci_executor.backends.podman import PodmanBackend
 from oci_executor.backends.shared.intent import container_intent
 from oci_executor.backends.shared.runargs import run_args
 from oci_executor.errors import ConfigurationError, OutOfMemoryError, TaskTimeoutError
-from oci_executor.options import parse_gpus
+from oci_executor.parsing import parse_gpus
 from tests import engines
 from tests.conftest import Target
 

@@ -34,7 +34,7 @@ from oci_executor.errors import (
     SshConnectionError,
     TaskTimeoutError,
 )
-from oci_executor.pool import shared_backend
+from oci_executor.registry import shared_backend
 from tests import engines, tasks
 from tests.conftest import Target
 
@@ -108,7 +108,7 @@ def test_the_tunnel_dies_with_the_process_and_leaves_no_file(remote_target: Targ
         import os, sys, time
         sys.path.insert(0, {os.getcwd()!r})
         from oci_executor import OCIExecutor, settings
-        from oci_executor.pool import shared_backend
+        from oci_executor.registry import shared_backend
         ex = OCIExecutor(image={remote_target.image!r}, backend={remote_target.backend!r},
                          address={remote_target.address!r}, ssh_identity={remote_target.identity!r})
         backend = shared_backend(ex.backend, settings.backend_config(ex.values()))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from oci_executor.backend import ContainerSpec
-from oci_executor.options import Option, check_string_list, text
+from oci_executor.parsing import Option, check_string_list, text
 
 NAME = "slurm"
 
