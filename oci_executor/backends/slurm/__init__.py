@@ -26,7 +26,6 @@ import os
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Mapping, Sequence
 
 from oci_executor.backend import (
@@ -46,7 +45,6 @@ from oci_executor.backends.slurm.options import NOTES, OPTIONS
 from oci_executor.backends.slurm.steps import GONE_TIMEOUT, StepChannel, parse_handle
 from oci_executor.channel import Channel
 from oci_executor.errors import (
-    BackendError,
     ConfigurationError,
     ContainerError,
     ContainerNotFoundError,
@@ -54,7 +52,7 @@ from oci_executor.errors import (
     OCIExecutorError,
 )
 from oci_executor.hookspecs import hookimpl
-from oci_executor.owner import owner_state, this_owner
+from oci_executor.owner import owner_state
 from oci_executor.registry import BackendRegistry
 
 log = logging.getLogger(__name__)
