@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
-class Runner:
-    """A live container with its resident runner and the channel to it."""
+class RunnerHandle:
+    """The host's handle on a live container: its resident runner and the channel to it."""
 
     backend: Backend
     container: Container
@@ -50,6 +50,7 @@ def runner_modules() -> bytes:
     package = importlib.resources.files("oci_executor")
     modules: dict[str, tuple[bool, str]] = {
         "oci_runner": (False, package.joinpath("runner.py").read_text(encoding="utf-8")),
+        "oci_runner_task": (False, package.joinpath("runner_task.py").read_text(encoding="utf-8")),
         protocol.PROTOCOL_MODULE: (False, package.joinpath("protocol.py").read_text(encoding="utf-8")),
         "oci_inside": (False, package.joinpath("inside.py").read_text(encoding="utf-8")),
     }
@@ -70,7 +71,7 @@ def runner_command(spec: ContainerSpec) -> tuple[str, ...]:
 
 def start_runner(
     backend: Backend, spec: ContainerSpec, on_phase: Callable[[str], None] | None = None
-) -> Runner:
+) -> RunnerHandle:
     """Create a container for ``spec`` with a resident runner, ready for tasks.
 
     ``on_phase`` is told when each step begins: ``create`` (pull, create and start),
@@ -78,11 +79,11 @@ def start_runner(
     phase = on_phase or (lambda name: None)
     unsupported = backend.unsupported(spec)
     if unsupported:
-        why = getattr(backend, "auto_reason", None)
+        why = backend.auto_reason
         raise ConfigurationError(
             f"the {backend.name} backend cannot honour the option(s) {', '.join(unsupported)}"
             + (f" (backend='auto' chose it because {why})" if why else "")
-            + f": {backend.explain_unsupported(unsupported)}."
+            + f": {backend.explain_unsupported(unsupported, spec)}."
         )
     spec = dataclasses.replace(spec, command=runner_command(spec))
     phase("create")
@@ -98,7 +99,7 @@ def start_runner(
             channel.close()
         _remove(backend, container)
         raise
-    return Runner(backend, container, channel, spec)
+    return RunnerHandle(backend, container, channel, spec)
 
 
 def _greet(channel: Channel, container: Container) -> None:
@@ -126,7 +127,7 @@ def _greet(channel: Channel, container: Container) -> None:
         )
 
 
-def discard(runner: Runner) -> None:
+def discard(runner: RunnerHandle) -> None:
     """End a runner for good: close its channel and remove its container (traced: see
     :func:`oci_executor.trace.removal`)."""
     start, began = time.time(), time.monotonic()

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from oci_executor.labels import DISPATCH_LABEL
 from oci_executor.livelog import LiveOutput, append_text
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,6 @@ TASK_FIELDS = (
     "max_rss_kb", "cpu_user_s", "cpu_system_s", "stdout_bytes", "stderr_bytes", "held_back_lines",
 )  # fmt: skip
 """The fields of a ``task`` record, in order (stable names: add, never rename)."""
-DISPATCH_LABEL = "io.oci-executor.dispatch-id"
 
 
 def enabled() -> bool:
