@@ -15,20 +15,19 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from oci_executor import secrets, settings
-from oci_executor.backend import MANAGED_LABEL, Backend, Container
+from oci_executor.backend import Backend, Container
 from oci_executor.errors import ProcessLimitError
 from oci_executor.execute import TaskNotStarted, execute, not_started
+from oci_executor.labels import DISPATCH_LABEL, MANAGED_LABEL, NODE_LABEL, OWNER_LABEL
 from oci_executor.lifecycle import start_runner
-from oci_executor.options import check_time_limit
-from oci_executor.owner import OWNER_LABEL, this_owner
-from oci_executor.pool import POOL, pool_key, shared_backend
+from oci_executor.owner import this_owner
+from oci_executor.parsing import check_time_limit
+from oci_executor.pool import POOL, pool_key
+from oci_executor.registry import shared_backend
 from oci_executor.task import TaskOutcome, TaskPayload
+from oci_executor.trace import TaskTrace
 
 log = logging.getLogger(__name__)
-
-LABEL_PREFIX = "io.oci-executor"
-DISPATCH_LABEL = f"{LABEL_PREFIX}.dispatch-id"
-NODE_LABEL = f"{LABEL_PREFIX}.node-id"
 
 
 def our_labels(dispatch_id: str, node_id: str) -> dict[str, str]:
@@ -51,13 +50,35 @@ def run_task(
     time_limit: Any = None,
     on_container: Callable[[Container], None] | None = None,
     backend: Backend | None = None,
+    name: str = "",
 ) -> TaskOutcome:
     """Run ``payload`` with the checked option ``values`` (see :mod:`oci_executor.settings`).
 
     ``on_container`` is called with the container once the task has one. A pooled container
     that vanished before the task started is replaced; the task is never lost to it.
     ``backend`` overrides the process's shared backend for ``values["backend"]`` (tests).
+    The task is traced (:mod:`oci_executor.trace`) under the dispatch, node and ``name``.
     """
+    trace = TaskTrace(dispatch_id, node_id, name)
+    try:
+        outcome = _run(values, payload, dispatch_id, node_id, time_limit, on_container, backend, trace)
+    except BaseException as exc:
+        trace.finish("error", f"{type(exc).__name__}: {exc}")
+        raise
+    trace.finish("ok" if outcome.ok else "failed", "" if outcome.ok else outcome.summary())
+    return outcome
+
+
+def _run(
+    values: Mapping[str, Any],
+    payload: TaskPayload,
+    dispatch_id: str,
+    node_id: str,
+    time_limit: Any,
+    on_container: Callable[[Container], None] | None,
+    backend: Backend | None,
+    trace: TaskTrace,
+) -> TaskOutcome:
     secret_values = secrets.resolve(values["secrets"], values["secrets_file"])
     spec = settings.container_spec(values, our_labels(dispatch_id, node_id))
     backend = backend or shared_backend(values["backend"], settings.backend_config(values))
@@ -67,8 +88,9 @@ def run_task(
     limit = values["max_containers"] or os.cpu_count() or 1
     while True:
         runner, reused = POOL.acquire(
-            key, limit, functools.partial(start_runner, backend, spec), min_life=seconds or 0.0
+            key, limit, functools.partial(start_runner, backend, spec, trace.phase), min_life=seconds or 0.0
         )
+        trace.container(runner.container, warm=reused)
         try:
             if on_container is not None:
                 on_container(runner.container)
@@ -80,6 +102,7 @@ def run_task(
                 memory=spec.memory,
                 pids_limit=spec.pids_limit,
                 secrets=secret_values,
+                trace=trace,
             )
         except TaskNotStarted as exc:
             POOL.release(key, runner, reusable=False)

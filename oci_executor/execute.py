@@ -2,7 +2,8 @@
 
 The payload's blobs go down the channel as they are; the runner answers with ACK (the task
 started), DATA frames (an 8-byte record length, the JSON record, the value's raw bytes),
-STDOUT/STDERR frames, and EXIT. The record is checked by :func:`protocol.decode_record`; the
+STDOUT/STDERR frames (passed on live to the task's :class:`~oci_executor.trace.TaskTrace`, and
+kept whole for the outcome), EVENT frames from the task, and EXIT. The record is checked by :func:`protocol.decode_record`; the
 value's bytes are never unpickled here.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import struct
+import logging
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -24,10 +25,11 @@ from oci_executor.errors import (
     RunnerError,
     TaskTimeoutError,
 )
-from oci_executor.lifecycle import Runner
+from oci_executor.lifecycle import RunnerHandle
 from oci_executor.task import TaskOutcome, TaskPayload, outcome_from_record
+from oci_executor.trace import TaskTrace
 
-_LEN = struct.Struct(">Q")
+log = logging.getLogger(__name__)
 AFFORDABLE_WITHOUT_CHECK = 64 * 1024 * 1024
 """Results up to this size are allocated without reading /proc/meminfo first."""
 
@@ -53,26 +55,26 @@ class _Result:
                 reader.read_into(memoryview(self.value)[self.filled : self.filled + size])
                 self.filled += size
                 return
-            if len(self.head) < _LEN.size:
-                take = min(size, _LEN.size - len(self.head))
+            if len(self.head) < protocol.RECORD_LENGTH.size:
+                take = min(size, protocol.RECORD_LENGTH.size - len(self.head))
             else:
-                take = min(size, _LEN.size + self._record_len() - len(self.head))
+                take = min(size, protocol.RECORD_LENGTH.size + self._record_len() - len(self.head))
             self.head += reader.read(take)
             size -= take
-            if len(self.head) < _LEN.size:
+            if len(self.head) < protocol.RECORD_LENGTH.size:
                 continue
             if self._record_len() > protocol.MAX_RECORD_BYTES:
                 raise protocol.ProtocolError(
                     f"the result record is {self._record_len()} bytes, over the {protocol.MAX_RECORD_BYTES} allowed"
                 )
-            if len(self.head) == _LEN.size + self._record_len():
-                self.record = protocol.decode_record(bytes(self.head[_LEN.size :]))
+            if len(self.head) == protocol.RECORD_LENGTH.size + self._record_len():
+                self.record = protocol.decode_record(bytes(self.head[protocol.RECORD_LENGTH.size :]))
                 wanted = int(self.record.get("size", 0)) if self.record["ok"] else 0
                 _check_affordable(wanted)
                 self.value = bytearray(wanted)
 
     def _record_len(self) -> int:
-        return int(_LEN.unpack(self.head[: _LEN.size])[0])
+        return int(protocol.RECORD_LENGTH.unpack(self.head[: protocol.RECORD_LENGTH.size])[0])
 
 
 def _check_affordable(size: int) -> None:
@@ -94,7 +96,7 @@ def _check_affordable(size: int) -> None:
 
 
 def execute(
-    runner: Runner,
+    runner: RunnerHandle,
     payload: TaskPayload,
     *,
     workdir: str | None = None,
@@ -102,17 +104,21 @@ def execute(
     memory: int | None = None,
     pids_limit: int | None = None,
     secrets: Mapping[str, str] | None = None,
+    trace: TaskTrace | None = None,
 ) -> TaskOutcome:
     """Run ``payload`` on ``runner`` and return its outcome.
 
     A ``time_limit`` (seconds, counted from now) kills the task when it runs over. ``memory``
     and ``pids_limit`` are the container's limits, named in the error if the task hit one.
     ``secrets`` go into the task process's environment (over the channel, nowhere else).
-    Raises :class:`TaskNotStarted` if the runner was gone before the task began.
+    Raises :class:`TaskNotStarted` if the runner was gone before the task began. ``trace``
+    is told the phases (send, run, receive), the output and events as they come, and the exit.
     """
     channel = runner.channel
     reader = FrameReader(channel)
     extra = {"pids_limit": pids_limit, "secrets": dict(secrets or {})}
+    if trace is not None:
+        trace.phase("send")
     try:
         _send_task(runner, payload, workdir, extra)
         kind, size = reader.header()
@@ -124,6 +130,8 @@ def execute(
     if kind != protocol.ACK or size:
         raise RunnerError(f"the runner answered a task with a {kind!r} frame; its container is discarded")
     payload.release()
+    if trace is not None:
+        trace.phase("run")
 
     timed_out = threading.Event()
     timer = None
@@ -159,13 +167,31 @@ def execute(
                     "removed, or its engine stopped or restarted), or ran out of memory: the task did not finish."
                 ) from None
             if kind == protocol.DATA:
+                if trace is not None and not result.head:
+                    trace.phase("receive")
                 result.feed(reader, size)
             elif kind in (protocol.STDOUT, protocol.STDERR):
-                (stdout if kind == protocol.STDOUT else stderr).append(reader.read(size))
+                chunk = reader.read(size)
+                (stdout if kind == protocol.STDOUT else stderr).append(chunk)
+                if trace is not None:
+                    trace.output("stdout" if kind == protocol.STDOUT else "stderr", chunk)
+            elif kind == protocol.EVENT:
+                if size > protocol.MAX_EVENT_BYTES:
+                    raise protocol.ProtocolError("the runner's EVENT frame is too long")
+                body = reader.read(size)
+                try:
+                    event = protocol.decode_event(body)
+                except protocol.ProtocolError as exc:  # the task's own words: never fatal
+                    log.warning("dropped an event from the task in %s: %s", runner.container.id[:12], exc)
+                    continue
+                if trace is not None:
+                    trace.event(event)
             elif kind == protocol.EXIT:
                 if size > protocol.MAX_CONTROL_BYTES:
                     raise protocol.ProtocolError("the runner's EXIT frame is too long")
                 end = protocol.decode_control(kind, reader.read(size))
+                if trace is not None:
+                    trace.exited(end)
                 break
             else:
                 raise protocol.ProtocolError(f"the runner sent an unexpected {kind!r} frame")
@@ -203,7 +229,9 @@ def execute(
     return dataclasses.replace(outcome, container_id=runner.container.id)
 
 
-def _send_task(runner: Runner, payload: TaskPayload, workdir: str | None, extra: dict[str, Any]) -> None:
+def _send_task(
+    runner: RunnerHandle, payload: TaskPayload, workdir: str | None, extra: dict[str, Any]
+) -> None:
     """The task frame, then each blob as it is (no joined copy, no reference kept after)."""
     blobs, layout = payload.encode(workdir)
     header = json.dumps(protocol.task_header([len(b) for b in blobs], {**layout, **extra})).encode("utf-8")
@@ -213,7 +241,7 @@ def _send_task(runner: Runner, payload: TaskPayload, workdir: str | None, extra:
             runner.channel.send(blob)
 
 
-def not_started(runner: Runner, exc: ChannelClosed) -> Exception:
+def not_started(runner: RunnerHandle, exc: ChannelClosed) -> Exception:
     """The error for a new runner that was gone before it took its task (named engine)."""
     try:
         _engine_gone(runner)
@@ -225,13 +253,13 @@ def not_started(runner: Runner, exc: ChannelClosed) -> Exception:
     )
 
 
-def _engine_gone(runner: Runner) -> None:
+def _engine_gone(runner: RunnerHandle) -> None:
     """If the engine itself went away mid-task, say so (and where, and what to do)."""
     try:
         runner.backend.check()
     except EngineUnavailableError as exc:
-        # Same type and fields (a lost ssh link stays an SshConnectionError naming its host).
-        if getattr(exc, "reason", "") == "link-lost":
+        # Same type and fields (a lost link to a remote engine keeps naming where it was lost).
+        if exc.link_lost:
             lead = f"the task in container {runner.container.id[:12]} did not finish: {exc}"
         else:
             lead = (

@@ -80,6 +80,8 @@ def decode_record(raw: bytes) -> dict[str, Any]:
 # Every message on the channel is a frame: one kind byte, an 8-byte big-endian length, then
 # that many bytes. A task frame is followed by ``size`` raw payload bytes (not framed).
 FRAME_HEADER = struct.Struct(">cQ")
+RECORD_LENGTH = struct.Struct(">Q")
+"""The length of the result record at the start of the DATA stream (record, then value bytes)."""
 
 # host -> runner
 MODULES = b"M"
@@ -101,11 +103,19 @@ DATA = b"D"
 STDOUT = b"O"
 STDERR = b"E"
 EXIT = b"X"
-"""JSON ``{"exit_code", "signal", "killed", "error"}``: the task's process is gone."""
+"""JSON ``{"exit_code", "signal", "killed", "error", "rusage"}``: the task's process is gone.
+``rusage`` is ``{"max_rss_kb", "user_s", "system_s"}`` of the task's process (and the children
+it waited for), from ``wait4``."""
+EVENT = b"V"
+"""JSON ``{"kind": "progress"|"event", "fraction", "message", "data"}``: sent by the task while
+it runs (``oci_executor.task.progress``), relayed as it happens (see :func:`decode_event`)."""
 
 CHUNK = 1024 * 1024
 MAX_CONTROL_BYTES = 1024 * 1024
 """Frames other than DATA, STDOUT and STDERR are at most this long."""
+MAX_EVENT_BYTES = 16 * 1024
+"""An event from a task is at most this long (longer lines are dropped by the runner)."""
+EVENT_KINDS = ("progress", "event")
 
 
 def frame(kind: bytes, body: bytes = b"") -> bytes:
@@ -129,13 +139,32 @@ def decode_control(kind: bytes, body: bytes) -> dict[str, Any]:
     return value
 
 
+def decode_event(body: bytes) -> dict[str, Any]:
+    """Parse and check an EVENT frame written by a task (never trusted): a known kind, a
+    fraction in [0, 1] or None, a message string, and a flat ``data`` object."""
+    if len(body) > MAX_EVENT_BYTES:
+        raise ProtocolError(f"an event of {len(body)} bytes is over the {MAX_EVENT_BYTES} allowed")
+    event = decode_control(EVENT, body)
+    kind, fraction, message = event.get("kind"), event.get("fraction"), event.get("message", "")
+    data = event.get("data", {})
+    if kind not in EVENT_KINDS:
+        raise ProtocolError(f"an event has an unknown kind {kind!r}")
+    if fraction is not None and (
+        isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1
+    ):
+        raise ProtocolError("an event's fraction is not a number from 0 to 1")
+    if not isinstance(message, str) or not isinstance(data, dict):
+        raise ProtocolError("an event's message is not a string or its data not an object")
+    return {"kind": kind, "fraction": fraction, "message": message[:MESSAGE_LIMIT], "data": data}
+
+
 # The container's main process. It waits for the host's first frame (so nothing is lost
 # before the host attaches; it ends if none comes within IDLE seconds), reports its Python
 # version, then loads the shipped modules from memory and serves tasks. Written for any
 # Python 3, so that a wrong version is reported rather than crashing on syntax.
 BOOTSTRAP = """\
 import json, os, select, struct, sys
-H = struct.Struct(">cQ")
+H = struct.Struct(@FRAME_HEADER@)
 def rd(n):
     b = bytearray()
     while len(b) < n:
@@ -166,4 +195,5 @@ sys.meta_path.insert(0, Finder())
 import oci_runner
 oci_runner.serve(sys.argv[1:])
 """
+BOOTSTRAP = BOOTSTRAP.replace("@FRAME_HEADER@", repr(FRAME_HEADER.format))
 """Run as ``python -c BOOTSTRAP IDLE_TIMEOUT MAX_LIFETIME``; modules arrive as ``{name: [is_package, source]}``."""

@@ -8,7 +8,9 @@ frames, and finally an EXIT frame. It ends when its stdin closes (the host went 
 engine then removes the container), or after its maximum lifetime.
 
 Standard library only, apart from the cloudpickle copy the host ships with it. Keep this
-file free of imports from ``oci_executor`` other than the protocol.
+file free of imports from ``oci_executor`` other than the protocol and
+:mod:`oci_executor.runner_task` (what runs in the task's child process: Covalent's steps, the
+function, the result record), shipped beside it.
 """
 
 from __future__ import annotations
@@ -20,22 +22,19 @@ import os
 import platform
 import select
 import signal
-import struct
-import subprocess
 import sys
-import traceback
-from collections.abc import Callable
 from typing import Any
 
-try:  # the copy shipped with the runner (the bootstrap provides it, on every backend)
+try:  # the copies shipped with the runner (the bootstrap provides them, on every backend)
+    import oci_inside as inside
     import oci_protocol as protocol
+    from oci_runner_task import perform_task
 except ImportError:  # imported on the host, outside a runner
-    from oci_executor import protocol
+    from oci_executor import inside, protocol
+    from oci_executor.runner_task import perform_task
 
-RESERVED_RETVAL_KEY_FILES = "files"
 F_SETPIPE_SZ = 1031  # Linux fcntl
 PIPE_SIZE = 1024 * 1024
-_LEN = struct.Struct(">Q")
 
 
 # -- low-level I/O -------------------------------------------------------------------------
@@ -146,6 +145,7 @@ def _serve_task(header: dict[str, Any], wake_r: int) -> None:
     res_r, res_w = os.pipe()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
+    ev_r, ev_w = os.pipe()
     for fd in (in_w, res_w):  # big payloads move in fewer, larger steps
         try:
             fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
@@ -163,18 +163,18 @@ def _serve_task(header: dict[str, Any], wake_r: int) -> None:
             os.dup2(devnull, 0)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
-            for fd in (devnull, in_w, res_r, out_r, err_r, out_w, err_w, wake_r):
+            for fd in (devnull, in_w, res_r, out_r, err_r, out_w, err_w, wake_r, ev_r):
                 os.close(fd)
-            _child_main(header, in_r, res_w)
+            _child_main(header, in_r, res_w, ev_w)
         finally:
             os._exit(0)
     _child[:] = [pid]
-    for fd in (in_r, res_w, out_w, err_w):
+    for fd in (in_r, res_w, out_w, err_w, ev_w):
         os.close(fd)
     _send(protocol.ACK)
     _copy_input(size, in_w)
     os.close(in_w)
-    status, killed = _relay(pid, res_r, out_r, err_r, wake_r)
+    status, killed, usage = _relay(pid, res_r, out_r, err_r, ev_r, wake_r)
     _kill_child()  # whatever the task left behind in its session goes with it
     _child[:] = []
     if os.getpid() == 1:  # alone in the container: nothing the task started outlives it
@@ -183,7 +183,7 @@ def _serve_task(header: dict[str, Any], wake_r: int) -> None:
         except OSError:
             pass
     _reap()
-    for fd in (res_r, out_r, err_r):
+    for fd in (res_r, out_r, err_r, ev_r):
         os.close(fd)
     _send_json(
         protocol.EXIT,
@@ -191,6 +191,11 @@ def _serve_task(header: dict[str, Any], wake_r: int) -> None:
             "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
             "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
             "killed": killed,
+            "rusage": {
+                "max_rss_kb": usage.ru_maxrss,
+                "user_s": round(usage.ru_utime, 6),
+                "system_s": round(usage.ru_stime, 6),
+            },
         },
     )
 
@@ -229,13 +234,15 @@ def _copy_input(size: int, dest: int) -> None:
                 broken = True
 
 
-def _relay(pid: int, res_r: int, out_r: int, err_r: int, wake_r: int) -> tuple[int, bool]:
-    """Forward the task's output as frames until it exits; return its wait status."""
-    kinds = {res_r: protocol.DATA, out_r: protocol.STDOUT, err_r: protocol.STDERR}
+def _relay(pid: int, res_r: int, out_r: int, err_r: int, ev_r: int, wake_r: int) -> tuple[int, bool, Any]:
+    """Forward the task's output as frames until it exits; return its wait status, whether
+    it was killed, and its resource usage."""
+    kinds = {res_r: protocol.DATA, out_r: protocol.STDOUT, err_r: protocol.STDERR, ev_r: protocol.EVENT}
     open_fds = set(kinds)
     killed = False
+    events = _Events()
     while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
+        done, status, usage = os.wait4(pid, os.WNOHANG)
         if done:
             break
         readable, _, _ = select.select([0, wake_r, *open_fds], [], [])
@@ -251,10 +258,12 @@ def _relay(pid: int, res_r: int, out_r: int, err_r: int, wake_r: int) -> tuple[i
                     _kill_child()
             else:
                 chunk = os.read(fd, protocol.CHUNK)
-                if chunk:
-                    _send(kinds[fd], chunk)
-                else:
+                if not chunk:
                     open_fds.discard(fd)
+                elif fd == ev_r:
+                    events.relay(chunk)
+                else:
+                    _send(kinds[fd], chunk)
     for fd in open_fds:  # what the task wrote just before it exited
         os.set_blocking(fd, False)
         while True:
@@ -264,8 +273,27 @@ def _relay(pid: int, res_r: int, out_r: int, err_r: int, wake_r: int) -> tuple[i
                 break
             if not chunk:
                 break
-            _send(kinds[fd], chunk)
-    return status, killed
+            if fd == ev_r:
+                events.relay(chunk)
+            else:
+                _send(kinds[fd], chunk)
+    return status, killed, usage
+
+
+class _Events:
+    """The task's event lines, each relayed as one EVENT frame (an overlong line is dropped)."""
+
+    def __init__(self) -> None:
+        self.partial = b""
+
+    def relay(self, chunk: bytes) -> None:
+        lines = (self.partial + chunk).split(b"\n")
+        self.partial = lines.pop()
+        if len(self.partial) > protocol.MAX_EVENT_BYTES:
+            self.partial = b""
+        for line in lines:
+            if 0 < len(line) <= protocol.MAX_EVENT_BYTES:
+                _send(protocol.EVENT, line)
 
 
 def _drain(fd: int) -> None:
@@ -280,164 +308,21 @@ def _drain(fd: int) -> None:
 # -- one task, in its own process ----------------------------------------------------------
 
 
-def _child_main(header: dict[str, Any], in_r: int, res_w: int) -> None:
+def _child_main(header: dict[str, Any], in_r: int, res_w: int, ev_w: int) -> None:
     blobs = []
     for size in header["sizes"]:
         blob = _read_exact(in_r, size) if size else b""
         blobs.append(blob or b"")
     os.close(in_r)
-    sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
-    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
-    record, value = run_task(header, blobs)
+    inside.install(ev_w)  # live stdout/stderr, oci_executor.task.progress()
+    record, value = perform_task(header, blobs)
     del blobs
     record["version"] = protocol.VERSION
     sys.stdout.flush()
     sys.stderr.flush()
     raw = protocol.encode_record(record)
-    _write_all(res_w, _LEN.pack(len(raw)) + raw)
+    _write_all(res_w, protocol.RECORD_LENGTH.pack(len(raw)) + raw)
     view = memoryview(value)
     for start in range(0, len(view), protocol.CHUNK):
         _write_all(res_w, view[start : start + protocol.CHUNK])
     os.close(res_w)
-
-
-def _run_step(
-    step: dict[str, Any], blobs: list[bytes], loads: Callable[[bytes], Any], retvals: dict[str, list[Any]]
-) -> None:
-    kind = step["kind"]
-    if kind == "bash":
-        for command in step["commands"]:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            subprocess.run(command, shell=True, check=True, stdin=subprocess.DEVNULL)
-    elif kind == "pip":
-        argv = [sys.executable, "-m", "pip", "install", "--no-input"]
-        if step.get("requirements"):
-            req = os.path.join(os.getcwd(), ".oci-requirements.txt")
-            with open(req, "w", encoding="utf-8") as handle:
-                handle.write(step["requirements"])
-            argv += ["-r", req]
-        else:
-            argv += list(step["packages"])
-        sys.stdout.flush()
-        sys.stderr.flush()
-        subprocess.run(argv, check=True, stdin=subprocess.DEVNULL)
-    elif kind == "call":
-        function = loads(blobs[step["function"]])
-        value = function(*loads(blobs[step["args"]]), **loads(blobs[step["kwargs"]]))
-        key = step.get("retval_key")
-        if key:
-            retvals.setdefault(key, []).append(value)
-    else:
-        raise ValueError(f"unknown step kind {kind!r}")
-
-
-def _failure(phase: str, exc: BaseException) -> dict[str, Any]:
-    cls = type(exc)
-    return {
-        "ok": False,
-        "phase": phase,
-        "type": f"{cls.__module__}.{cls.__qualname__}",
-        "message": _cut(_safe_str(exc), protocol.MESSAGE_LIMIT),
-        "traceback": _cut(
-            "".join(traceback.format_exception(cls, exc, exc.__traceback__)), protocol.TRACEBACK_LIMIT
-        ),
-    }
-
-
-def _safe_str(obj: object) -> str:
-    try:
-        return str(obj)
-    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the result
-        return f"<{type(obj).__name__}>"
-
-
-def _short_text(value: object) -> str:
-    """``str(value)`` for Covalent's result summary, without rendering a huge value whole."""
-    limit = protocol.REPR_LIMIT
-    if isinstance(value, str):
-        return value[:limit]
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return str(bytes(value[:limit]))[:limit]
-    if isinstance(value, (list, tuple, dict, set, frozenset)):
-        import reprlib
-
-        short = reprlib.Repr()
-        short.maxlevel, short.maxstring, short.maxother = 3, limit, limit
-        short.maxlist = short.maxtuple = short.maxdict = short.maxset = short.maxfrozenset = 100
-        return short.repr(value)[:limit]
-    return _safe_str(value)[:limit]
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit // 2] + "\n[... cut ...]\n" + text[-limit // 2 :]
-
-
-def _hit_process_limit(exc: BaseException, limit: Any) -> bool:
-    """Whether ``exc`` is a fork or thread start refused because the process limit is reached.
-
-    Such a refusal is EAGAIN (``BlockingIOError``, or "can't start new thread"), which non-blocking
-    I/O raises too: a fork tried now, while the task's processes still live, tells them apart.
-    """
-    refused = (isinstance(exc, OSError) and exc.errno == errno.EAGAIN) or (
-        isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)
-    )
-    if not refused or not isinstance(limit, int) or limit < 1:
-        return False
-    try:
-        pid = os.fork()
-    except OSError as probe:
-        return probe.errno == errno.EAGAIN
-    if pid == 0:
-        os._exit(0)
-    os.waitpid(pid, 0)
-    return False
-
-
-def run_task(header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], bytes]:
-    """Run one task; return its result record and the value's pickled bytes."""
-    workdir = header.get("workdir")
-    os.environ.update(header.pop("secrets", None) or {})  # this process and its children only
-    limit = header.get("pids_limit")
-    phase = "load"
-    try:
-        if workdir:
-            os.makedirs(workdir, exist_ok=True)
-            os.chdir(workdir)
-        import cloudpickle
-
-        loads = cloudpickle.loads
-        function = loads(blobs[header["function"]])
-        args = [loads(blobs[i]) for i in header["args"]]
-        kwargs = {k: loads(blobs[i]) for k, i in header["kwargs"].items()}
-
-        phase = "call_before"
-        retvals: dict[str, list[Any]] = {}
-        for step in header["before"]:
-            _run_step(step, blobs, loads, retvals)
-        for key, values in retvals.items():
-            single = len(values) == 1 and key != RESERVED_RETVAL_KEY_FILES
-            kwargs[key] = values[0] if single else values
-
-        phase = "task"
-        output = function(*args, **kwargs)
-
-        phase = "call_after"
-        for step in header["after"]:
-            _run_step(step, blobs, loads, {})
-
-        phase = "result"
-        value = cloudpickle.dumps(output)
-        record = {
-            "ok": True,
-            "size": len(value),
-            "repr": _short_text(output),
-            "python": platform.python_version(),
-            "cloudpickle": cloudpickle.__version__,
-        }
-    except BaseException as exc:  # noqa: BLE001 - everything the task raises is reported
-        failure = _failure(phase, exc)
-        if _hit_process_limit(exc, limit):
-            failure["limit"] = "pids"
-        return failure, b""
-    return record, value

@@ -25,6 +25,8 @@ LIB = "/var/lib/oci-chaos"
 ROOTLESS = "/tmp/oci-chaos-rootless"
 IMAGE_TAR = f"{LIB}/test-image.tar"
 START_TIMEOUT = 60.0
+BRIDGE = "ocichaos0"
+"""The second dockerd's own bridge (made here, as dockerd makes only ``docker0`` itself)."""
 
 
 def _user_env() -> list[str]:
@@ -76,6 +78,10 @@ class OwnEngine:
         return probe.returncode == 0
 
     def start(self) -> None:
+        if self.backend == "docker" and not os.path.exists(f"/sys/class/net/{BRIDGE}"):
+            subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], check=True)
+            subprocess.run(["ip", "addr", "add", "172.31.254.1/24", "dev", BRIDGE], check=True)
+            subprocess.run(["ip", "link", "set", BRIDGE, "up"], check=True)
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 self.service, stdout=log, stderr=log, cwd="/", start_new_session=True
@@ -162,7 +168,7 @@ def describe(target_id: str) -> OwnEngine:
                 f"--data-root={LIB}/docker",
                 f"--exec-root={RUN}/docker-exec",
                 f"--pidfile={RUN}/docker.pid",
-                "--bridge=none",
+                f"--bridge={BRIDGE}",  # never --bridge=none: dockerd then deletes docker0, the shared one's
                 "--iptables=false",
                 "--ip-masq=false",
             ],
@@ -217,6 +223,8 @@ def stop_all() -> None:
             for container in engine.ours():
                 subprocess.run([*engine.cli, "rm", "-f", container], capture_output=True, timeout=60)
             engine.stop()
+    if os.path.exists(f"/sys/class/net/{BRIDGE}"):
+        subprocess.run(["ip", "link", "delete", BRIDGE], check=False)
     pause = Path(ROOTLESS, "tmp", "pause.pid")
     if pause.exists():
         try:
