@@ -203,7 +203,7 @@ def cmd_image_copy(args: argparse.Namespace) -> int:
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:
-    from oci_executor import hostimage
+    from oci_executor import hostimage, images
     from oci_executor.backend import BackendConfig
     from oci_executor.registry import select_backend
 
@@ -216,7 +216,7 @@ def cmd_image_build(args: argparse.Namespace) -> int:
             with pull_progress_bar():
                 name = hostimage.build(backend, args.name)
             print(
-                f"Built {name} from this host's Python {host_python_version()} into the {backend.describe()}."
+                f"Built {name} from this host's Python {host_python_version()} into the {images.store_name(backend)}."
             )
         finally:
             backend.close()

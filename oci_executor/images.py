@@ -71,7 +71,7 @@ def chunks(handle: IO[bytes]) -> Iterator[bytes]:
     return iter(lambda: handle.read(CHUNK), b"")
 
 
-def _store_name(backend: Backend) -> str:
+def store_name(backend: Backend) -> str:
     store = getattr(backend, "store", None)
     return str(store()) if callable(store) else backend.describe()
 
@@ -97,7 +97,7 @@ def save(backend: Backend, image: str) -> tuple[Iterator[bytes], int | None]:
 
 def load(backend: Backend, data: Iterable[bytes], total: int | None, image: str) -> None:
     """Stream ``data`` (an image archive) into ``backend``'s store, reporting progress."""
-    where = _store_name(backend)
+    where = store_name(backend)
     report = PullReport(image, where)
     done = 0
 
@@ -144,13 +144,13 @@ def copy(source: Store, dest: Store) -> str:
         name = dest.image or os.path.basename(source.image)
         with engine(dest) as target, open(source.image, "rb") as handle:
             load(target, chunks(handle), os.path.getsize(source.image), name)
-            return f"Loaded {source.image} into the {_store_name(target)}."
+            return f"Loaded {source.image} into the {store_name(target)}."
     if not source.image:
         raise ConfigurationError(f"name the image to copy: {source.kind}:IMAGE")
     with engine(source) as origin:
         stream, size = save(origin, source.image)
         if dest.kind == "file":
-            return _to_file(stream, size, source.image, dest.image, _store_name(origin))
+            return _to_file(stream, size, source.image, dest.image, store_name(origin))
         if dest.image and dest.image != source.image:
             raise ConfigurationError(
                 f"copying renames nothing: give DEST as {dest.kind} or {dest.kind}:{source.image}, "
@@ -158,7 +158,7 @@ def copy(source: Store, dest: Store) -> str:
             )
         with engine(dest) as target:
             load(target, stream, size, source.image)
-            return f"Copied {source.image} from the {_store_name(origin)} to the {_store_name(target)}."
+            return f"Copied {source.image} from the {store_name(origin)} to the {store_name(target)}."
 
 
 def _to_file(stream: Iterator[bytes], size: int | None, image: str, path: str, where: str) -> str:
