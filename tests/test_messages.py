@@ -30,7 +30,9 @@ def _text(node: ast.expr) -> str:
 
 
 def _messages() -> list[tuple[str, str]]:
-    names = {name for name, obj in vars(errors).items() if isinstance(obj, type) and issubclass(obj, Exception)}
+    names = {
+        name for name, obj in vars(errors).items() if isinstance(obj, type) and issubclass(obj, Exception)
+    }
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         if path.name == "testing.py":
@@ -39,7 +41,13 @@ def _messages() -> list[tuple[str, str]]:
             if not isinstance(node, ast.Call):
                 continue
             func = node.func
-            callee = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            callee = (
+                func.id
+                if isinstance(func, ast.Name)
+                else func.attr
+                if isinstance(func, ast.Attribute)
+                else ""
+            )
             if callee in names and node.args:
                 texts = [_text(node.args[0])]
             elif callee == "Finding":
