@@ -153,3 +153,19 @@ def test_a_user_without_root_runs_the_tests_their_own_podman_serves() -> None:
         assert "Ran the rootless Podman tests on your own Podman" in last, last
         assert re.search(r"^PASSED \S+\[podman-rootless\]", done.stdout, flags=re.M), output
         assert not re.search(r"^SKIPPED .*podman-rootless", done.stdout, flags=re.M), output
+
+
+def test_the_demo_runs_for_a_new_user_with_no_image_and_no_registry() -> None:
+    """`oci-executor demo` on an empty rootless store with no registry: it builds its image."""
+    with fresh_user("ocid") as user:
+        port = _free_port()
+        script = f"cd oci-executor && . .venv/bin/activate && {_port_setting(port)}oci-executor demo\n"
+        done = user.bash(script, timeout=600)
+        output = f"--- stdout ---\n{done.stdout}\n--- stderr ---\n{done.stderr}"
+        assert done.returncode == 0, output
+        assert "result: 15" in done.stdout, output
+        assert "podman: building oci-executor/python:" in done.stderr, output
+        assert "Backend: podman" in done.stderr, output
+        listed = user.run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"]).stdout
+        assert "oci-executor/python:" in listed, listed
+        _no_service_left(user)
