@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
+import subprocess
 
 ROOTFUL_SOCKET = "unix:///run/podman/podman.sock"
 
@@ -131,3 +133,34 @@ def _name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return f"uid {uid}"
+
+
+def container_host_error(host: str, detail: str) -> str:
+    """``CONTAINER_HOST`` names a local address where no Podman answers: the cause, then a fix
+    a user can paste (unsetting it brings back the socket discovery and the transient service)."""
+    path = host.split("://", 1)[-1]
+    if host.startswith("unix://") and not os.path.exists(path):
+        why = f"there is no socket at {path}"
+    elif "refused" in detail.lower():
+        why = "the connection was refused"
+    else:
+        why = detail
+    return (
+        f"CONTAINER_HOST={host}: no Podman answers there ({why}). Fix: `unset CONTAINER_HOST; covalent "
+        "stop; covalent start --no-cluster` in the shell that runs the Covalent server: oci-executor "
+        "then uses your own Podman socket, or starts a transient Podman service itself. Or start a "
+        f"service at that address: `podman system service --time=0 {host} &`."
+    )
+
+
+def cli_has_image(image: str) -> bool:
+    """Whether the ``podman`` command (which opens the store afresh) has ``image``."""
+    if not shutil.which("podman"):
+        return False
+    try:
+        done = subprocess.run(
+            ["podman", "image", "exists", image], capture_output=True, timeout=30, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
