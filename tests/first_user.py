@@ -147,7 +147,10 @@ def fresh_user(prefix: str = "ocif", install: bool = True) -> Iterator[FreshUser
     if install:
         ensure_wheelhouse()
     name = f"{prefix}{uuid.uuid4().hex[:6]}"
-    subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True)
+    deadline = time.monotonic() + 120
+    while subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], capture_output=True).returncode != 0:
+        assert time.monotonic() < deadline, f"useradd {name} kept failing (/etc/passwd locked?)"
+        time.sleep(1)  # another test's userdel holds the lock
     entry = pwd.getpwnam(name)
     workdir = tempfile.mkdtemp(prefix="oci-executor-first-hour-")
     os.chown(workdir, entry.pw_uid, entry.pw_gid)
@@ -165,7 +168,10 @@ def fresh_user(prefix: str = "ocif", install: bool = True) -> Iterator[FreshUser
     finally:
         subprocess.run(["pkill", "-KILL", "-u", name], check=False)
         time.sleep(0.5)
-        subprocess.run(["userdel", "-r", "-f", name], check=False, capture_output=True)
+        shutil.rmtree(entry.pw_dir, ignore_errors=True)  # the big part, outside userdel's lock
+        subprocess.run(["userdel", "-f", name], check=False, capture_output=True)
+        with contextlib.suppress(OSError):
+            os.unlink(f"/var/mail/{name}")
         shutil.rmtree(workdir, ignore_errors=True)
         for leftover in (f"/tmp/podman-run-{entry.pw_uid}", f"/tmp/containers-user-{entry.pw_uid}"):
             shutil.rmtree(leftover, ignore_errors=True)

@@ -486,7 +486,10 @@ def test_a_runtime_dir_of_another_user_or_open_to_others_is_named(scratch: Scrat
     assert opened.fix == f"chmod 700 {own}"
     inherited = _by_check(root_findings, "podman")["runtime-dir"]
     assert inherited.status == "fail"
-    assert f"XDG_RUNTIME_DIR={folder} belongs to root (uid 0), not to you (uid {scratch.uid})" in inherited.message
+    assert (
+        f"XDG_RUNTIME_DIR={folder} belongs to root (uid 0), not to you (uid {scratch.uid})"
+        in inherited.message
+    )
     assert f"export XDG_RUNTIME_DIR=/run/user/{scratch.uid}" in inherited.fix
 
 

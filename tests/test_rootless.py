@@ -536,7 +536,9 @@ def test_an_inherited_runtime_dir_never_runs_a_task_on_the_host(user: RootlessUs
         os.rmdir(foreign)
     assert "belongs to root (uid 0), not to you" in facts["problem"]
     if "error" in facts:  # the cause first, then what auto did
-        assert facts["error"].startswith(f"EngineUnavailableError: XDG_RUNTIME_DIR={foreign} belongs to root"), facts
+        assert facts["error"].startswith(
+            f"EngineUnavailableError: XDG_RUNTIME_DIR={foreign} belongs to root"
+        ), facts
         assert "(backend='auto' chose podman" in facts["error"]
     else:
         assert facts["in_container"] is True, "auto ran the task on the host"
