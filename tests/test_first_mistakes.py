@@ -141,3 +141,20 @@ def test_a_missing_image_names_the_store_and_a_fix_that_works_offline(newcomer: 
     assert done.stdout.strip().splitlines()[-1:] == ["15"], (
         f"pasting `{fix}` did not help:\n{done.stdout}{done.stderr}"
     )
+
+
+def test_docker_is_one_quiet_line_for_a_podman_user(newcomer: FreshUser) -> None:
+    """Docker is installed but not theirs: `ls`, `gc` and the doctor say so in one line each,
+    never as a failure and never with a root-equivalent group as the fix."""
+    if not os.path.exists("/var/run/docker.sock"):
+        pytest.skip("no Docker socket on this host")
+    done = newcomer.bash(
+        ACTIVATE + "oci-executor ls; oci-executor gc --dry-run; oci-executor doctor; echo doctor=$?"
+    )
+    lines = (done.stdout + done.stderr).splitlines()
+    docker = [line for line in lines if "docker" in line.lower()]
+    assert len(docker) == 3, "\n".join(docker)
+    assert all("usermod" not in line and not line.startswith("fail") for line in docker), "\n".join(docker)
+    assert sum("not visited (permission denied" in line for line in docker) == 2, "\n".join(docker)
+    assert any(line.startswith("skip docker engine: not used (") for line in docker), "\n".join(docker)
+    assert "doctor=0" in lines, done.stdout

@@ -17,7 +17,7 @@ from typing import Any
 
 from oci_executor import settings
 from oci_executor.backend import Backend, ContainerSpec, EngineFacts
-from oci_executor.backends.podman.rootless import VFS_MEASURED
+from oci_executor.backends.podman.rootless import VFS_MEASURED, runtime_dir_error
 from oci_executor.backends.shared.engine import EngineBackend
 from oci_executor.core import our_labels
 from oci_executor.doctor import host
@@ -64,6 +64,8 @@ def _diagnose(backend: Backend, image: str, values: Mapping[str, Any]) -> list[F
     engine_finding = _engine_finding(backend, problem, facts, address)
     if engine_finding.status == "skip":  # not installed: nothing else to say
         return [engine_finding]
+    if socket is not None and name == "podman" and not backend.config.address and runtime_dir_error():
+        socket = Finding(name, "socket", "skip", "not checked: XDG_RUNTIME_DIR is unusable (see runtime-dir)")
     if socket is not None:
         findings.append(_transient_socket(socket, address) if _transient_possible(backend) else socket)
     findings.append(engine_finding)
@@ -154,6 +156,11 @@ def start_fix(backend: Backend, address: str) -> str:
     """The command that starts the engine at ``address``."""
     if backend.name == "docker":
         return "sudo systemctl start docker (without systemd: sudo dockerd &)"
+    if backend.name == "podman" and not backend.config.address:
+        if os.environ.get("CONTAINER_HOST"):
+            return "unset CONTAINER_HOST"  # then the user's own socket, or a transient service
+        if runtime_dir_error():
+            return host.UNSET_RUNTIME_DIR
     if backend.name == "podman":
         if _expect_rootless(address):
             return f"podman system service --time=0 {address} & (as the rootless user; or: systemctl --user start podman.socket)"
@@ -316,7 +323,7 @@ def _image(backend: Backend, image: str, policy: str) -> Finding:
     try:
         found = backend.ensure_image(image)  # the doctor's backends never pull
     except ImageNotFoundError:
-        fix = f"{name} pull {image} (or {name} load -i FILE, or {name} build -t {image} ...)"
+        fix = f"{name} pull {image}; with no registry: oci-executor image build {image} --backend {name} (this host's Python), or oci-executor image copy SRC {name}"
         if policy == "never":
             return Finding(
                 name,

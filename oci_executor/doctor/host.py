@@ -17,6 +17,9 @@ SUBID_FIX = (
     "sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user} && podman system migrate"
 )
 TUN = "/dev/net/tun"
+UNSET_RUNTIME_DIR = "unset XDG_RUNTIME_DIR"
+"""The fix for an unusable XDG_RUNTIME_DIR: Podman then uses /run/user/UID or /tmp/podman-run-UID."""
+ROOT_EQUIVALENT = {"docker": "the docker group is root-equivalent: anyone in it can become root on this host"}
 
 
 def user_name(uid: int) -> str:
@@ -136,6 +139,8 @@ def _denied(backend: str, path: str) -> Finding:
         )
     else:
         fix = f"sudo usermod -aG {group} {me}, then log in again (or `newgrp {group}`)"
+        if group in ROOT_EQUIVALENT:
+            fix += f" (warning: {ROOT_EQUIVALENT[group]})"
     if backend == "podman":
         fix += "; or use your own rootless Podman (`podman system service --time=0 &` as yourself)"
     return Finding(backend, "socket", "fail", message, fix)
@@ -219,21 +224,10 @@ def check_runtime_dir(engine_uid: int, address: str) -> Finding:
         folder, owner_uid = os.path.dirname(os.path.dirname(path)), engine_uid
     else:
         problem = runtime_dir_problem()
-        if problem:
-            unset = not os.environ.get("XDG_RUNTIME_DIR")
-            return Finding(
-                "podman",
-                "runtime-dir",
-                "warn" if unset else "fail",
-                problem.split(". ")[0],
-                f"export XDG_RUNTIME_DIR=/run/user/{uid}"
-                + (
-                    ""
-                    if os.path.isdir(f"/run/user/{uid}")
-                    else f" (create it: sudo install -d -o $USER -m 700 /run/user/{uid})"
-                )
-                + " in the shell that starts the Covalent server",
-            )
+        if problem and not os.environ.get("XDG_RUNTIME_DIR"):  # unset works: Podman has a fallback
+            return Finding("podman", "runtime-dir", "ok", problem.split(". ")[0] + " (that works)")
+        if problem:  # set, but missing or another user's: unsetting it needs no root
+            return Finding("podman", "runtime-dir", "fail", problem.split(". ")[0], UNSET_RUNTIME_DIR)
         folder, owner_uid = os.environ["XDG_RUNTIME_DIR"], uid
     try:
         info = os.stat(folder)
