@@ -2,8 +2,8 @@
 
 ``oci-executor image build`` and the demo (when no image with the host's Python can be had)
 write a ``docker save``-style archive holding one layer: the interpreter, its standard library
-(without site-packages and tests) and the shared libraries ``ldd`` names, at their host paths,
-plus ``/usr/bin/python3``, ``/tmp`` and a minimal ``/etc/passwd``. The engine loads it like any
+(without site-packages and tests), ``/bin/sh`` and ``/bin/bash``, and the shared libraries ``ldd``
+names, at their host paths, plus ``/usr/bin/python3``, ``/tmp`` and a minimal ``/etc/passwd``. The engine loads it like any
 saved image (:func:`oci_executor.images.load`).
 """
 
@@ -33,6 +33,8 @@ def host_python_version() -> str:
     return f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
+SHELLS = ("/bin/sh", "/bin/bash")
+"""The host's shells the image carries (copies of what these paths resolve to)."""
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 
 
@@ -114,7 +116,8 @@ def write_layer(path: str) -> list[str]:
     python = interpreter()
     stdlib = sysconfig.get_paths(vars={"installed_base": sys.base_prefix, "base": sys.base_prefix})["stdlib"]
     dynload = [f for f in _stdlib_files(stdlib) if f.endswith(".so")]
-    libraries = _libraries([python, *dynload])
+    shells = [path for path in SHELLS if os.path.exists(path)]
+    libraries = _libraries([python, *shells, *dynload])
     seen: set[str] = set()
     with tarfile.open(path, "w") as tar:
         _add_dir(tar, "/tmp", seen, mode=0o1777)
@@ -122,6 +125,8 @@ def write_layer(path: str) -> list[str]:
         _add_bytes(tar, "/etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", seen)
         _add_bytes(tar, "/etc/group", b"root:x:0:\n", seen)
         _add_file(tar, python, seen)
+        for shell in shells:  # os.system, subprocess(shell=True) and DepsBash steps need one
+            _add_file(tar, shell, seen)
         for library in sorted(libraries):
             _add_file(tar, library, seen)
         for name in _stdlib_files(stdlib):

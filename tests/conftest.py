@@ -10,6 +10,8 @@ import os
 import shutil
 import tempfile
 
+_REAL_HOME = os.environ.get("HOME", "")
+"""The user's own HOME: a user without root tests their own rootless Podman, with its store."""
 _HOME = tempfile.mkdtemp(prefix="oci-tests-home-")
 os.environ["HOME"] = _HOME
 os.environ["COVALENT_CONFIG_DIR"] = os.path.join(_HOME, ".config", "covalent")
@@ -96,6 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         _session_service = subprocess.Popen(
             ["podman", "system", "service", "--time=0", address],
+            env={**os.environ, "HOME": _REAL_HOME},  # the user's own store, not the tests' HOME
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
