@@ -46,7 +46,8 @@ class ImageStore(EngineConnection):
                 "a local copy is never used: check the name and your registry access, or use "
                 "pull_policy='missing' to use the local image."
                 if policy == "always"
-                else f"Image {image!r} is not in the {self.store()}, and pulling it failed: {exc}. "
+                else f"Image {image!r} is not in the {self.store()} (`{self.name} images` lists what it holds), "
+                f"and pulling it failed: {exc}. "
                 f"Fix: {self._offline_fix(image)}; or check the name (a typo?) and your registry access.",
                 address=self.address(),
                 image=image,
