@@ -69,7 +69,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         hint = (
             "the others need root: sudo bash scripts/test.sh"
             if os.geteuid() != 0
-            else f"to run them, {engines.SETUP_HINT}"
+            else engines.SETUP_HINT
         )
         line = f"{len(skipped)} tests skipped ({parts}); {hint}"
     if _SESSION_PODMAN:
