@@ -66,11 +66,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     else:
         reasons = Counter(_skip_reason(r) for r in skipped)
         parts = "; ".join(f"{count}: {why}" for why, count in reasons.most_common())
-        hint = (
-            "the others need root: sudo bash scripts/test.sh"
-            if os.geteuid() != 0
-            else engines.SETUP_HINT
-        )
+        hint = "the others need root: sudo bash scripts/test.sh" if os.geteuid() != 0 else engines.SETUP_HINT
         line = f"{len(skipped)} tests skipped ({parts}); {hint}"
     if _SESSION_PODMAN:
         line += f". Ran the rootless Podman tests on your own Podman ({_SESSION_PODMAN})"
@@ -179,6 +175,8 @@ def _target(target_id: str) -> Target:
     if target_id == "local":
         return Target("local", "local", "", engines.test_image())
     address = engines.require_engine(target_id)
+    if target_id == engines.CLI_TEMPLATE:  # its containers are rootful Podman's: listed there
+        return Target(target_id, target_id, address, engines.test_image(), "", engines.address("podman"))
     backend = "podman" if target_id.startswith("podman") else target_id.removesuffix("-ssh")
     local = engines.address(engines.LOCAL_OF[target_id]) if target_id in engines.LOCAL_OF else ""
     return Target(target_id, backend, address, engines.test_image(), engines.identity(target_id), local)

@@ -23,9 +23,9 @@ from oci_executor.doctor.config import (
     read_covalent_config,
 )
 from oci_executor.doctor.engine import diagnose_backend
-from oci_executor.doctor.finding import Finding, Status
 from oci_executor.doctor.quiet import quiet_unused
 from oci_executor.errors import ConfigurationError
+from oci_executor.findings import Finding, Status
 from oci_executor.registry import AUTO, default_registry
 
 __all__ = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from oci_executor.doctor.finding import Finding
+from oci_executor.findings import Finding
 from oci_executor.registry import AUTO, default_registry
 
 
