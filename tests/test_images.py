@@ -47,7 +47,9 @@ def test_copy_goes_from_podman_to_docker_to_a_file_to_a_users_rootless_store(nam
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"Copied {name} from the Podman image store"), done.stdout
     ran = subprocess.run(
-        ["docker", "run", "--rm", name, "python3", "-c", "print(6 * 7)"], capture_output=True, text=True
+        ["docker", "run", "--rm", "--network", "none", name, "python3", "-c", "print(6 * 7)"],
+        capture_output=True,
+        text=True,
     )
     assert ran.stdout.strip() == "42", ran.stderr
 
