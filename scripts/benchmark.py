@@ -2,7 +2,7 @@
 """Measure oci-executor against the floor of each engine, side by side in one run.
 
     .venv/bin/python scripts/benchmark.py [--image IMAGE] [--tasks N] [--backends LIST]
-        [--skip-fanout] [--skip-200mb] [--fanout-runs N] [--roundtrips N]
+        [--skip-fanout] [--skip-200mb] [--slurm-ways] [--fanout-runs N] [--roundtrips N]
         [--chart PATH] [--markdown PATH]
 
 For each backend that answers (local, docker, podman, podman-rootless, slurm), every figure is
@@ -410,6 +410,27 @@ def cold_figure(target: Target, image: str, n: int) -> Row:
     return Row(target.id, figure, ours, floors, "s", 1.0, label)
 
 
+def slurm_ways_rows(target: Target, image: str, n: int) -> list[Row]:
+    """The other ways to a job with a container (scripts/bench_slurm.py), each vs the floor."""
+    import bench_slurm
+
+    run = ["run", "--rm", f"--label={target.label}", image, "python3", "-c", "pass"]
+    argv = slurm_podman(target, *run)
+    user = [a for a in target.cli if a.startswith(("--uid", "--gid"))]
+    found = bench_slurm.measure(
+        lambda: run_quiet(argv, env=slurm_env()),
+        user,
+        lambda job: slurm_podman(target, *run, jobid=job),
+        slurm_env(),
+        n,
+    )
+    label = "srun podman run --rm IMAGE python3 -c pass"
+    return [
+        Row(target.id, f"way: {name}", ours, floors, "s", None, label)
+        for name, (ours, floors) in found.items()
+    ]
+
+
 # -- 2. warm task ------------------------------------------------------------------------------
 
 
@@ -701,6 +722,8 @@ def measure_target(target: Target, options: argparse.Namespace, server: bool) ->
         print("  cold task: skipped (no engine CLI on PATH for the `run --rm` floor)")
     else:
         rows += guarded("cold task", lambda: cold_figure(target, image, options.tasks))
+    if target.backend == "slurm" and options.slurm_ways:
+        rows += guarded("slurm ways", lambda: slurm_ways_rows(target, image, options.tasks))
     rows += guarded("warm task", lambda: warm_figure(target, image, options.tasks))
     sizes = [10] if options.skip_200mb else [10, 200]
     for size in sizes:
@@ -779,6 +802,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, default=20, help="samples of each cold and warm figure (20)")
     parser.add_argument("--backends", default=",".join(ALL_BACKENDS), help="comma list (all)")
     parser.add_argument("--skip-fanout", action="store_true", help="no Covalent server, no fan-out")
+    parser.add_argument(
+        "--slurm-ways", action="store_true", help="slurm: also time salloc, sbatch and a job submitted ahead"
+    )
     parser.add_argument("--skip-200mb", action="store_true", help="only the 10 MB round trip")
     parser.add_argument("--fanout-runs", type=int, default=3, help="timed dispatches of each workflow (3)")
     parser.add_argument("--roundtrips", type=int, default=3, help="fresh processes per payload size (3)")
