@@ -61,6 +61,10 @@ def _engine(text: str) -> tuple[str, str]:
 def _entries(args: argparse.Namespace) -> Iterator[list[inventory.Entry]]:
     """Our containers on every engine (closing the connections afterwards)."""
     backends = list(inventory.engines(args.engine))
+    if args.backend:
+        for backend in [b for b in backends if b.name not in args.backend]:
+            backend.close()
+        backends = [b for b in backends if b.name in args.backend]
     try:
         entries, problems = inventory.listing(backends)
         for line in problems:
@@ -244,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
             default=[],
             metavar="BACKEND=ADDRESS",
             help="also visit this engine, e.g. docker=tcp://host:2375 (repeatable)",
+        )
+        cmd.add_argument(
+            "--backend",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help="visit only this backend's engines, e.g. slurm (repeatable; default: all)",
         )
         cmd.set_defaults(func=func)
         if name == "ls":

@@ -2,7 +2,7 @@
 """Measure oci-executor against the floor of each engine, side by side in one run.
 
     .venv/bin/python scripts/benchmark.py [--image IMAGE] [--tasks N] [--backends LIST]
-        [--skip-fanout] [--skip-200mb] [--slurm-ways] [--fanout-runs N] [--roundtrips N]
+        [--skip-fanout] [--skip-200mb] [--slurm-ways] [--slurm-fanout] [--fanout-runs N] [--roundtrips N]
         [--chart PATH] [--markdown PATH]
 
 For each backend that answers (local, docker, podman, podman-rootless, slurm), every figure is
@@ -562,13 +562,13 @@ def fanout_workflow(executor: Any) -> Any:
     return fanout
 
 
-def dispatch(workflow: Any) -> None:
+def dispatch(workflow: Any, width: int = FANOUT_WIDTH) -> None:
     """Dispatch ``workflow`` and wait for its result; fails loudly if it is wrong."""
     import covalent as ct
 
-    dispatch_id = ct.dispatch(workflow)(FANOUT_WIDTH)
+    dispatch_id = ct.dispatch(workflow)(width)
     result = ct.get_result(dispatch_id, wait=True)
-    if str(result.status) != "COMPLETED" or result.result != FANOUT_RESULT:
+    if str(result.status) != "COMPLETED" or result.result != sum(i * i for i in range(width)):
         raise RuntimeError(
             f"dispatch {dispatch_id} ended {result.status}: {result.error}{failed_nodes(result)}"
         )
@@ -605,6 +605,51 @@ def fanout_figure(target: Target, image: str, runs: int) -> Row:
     ours, floors = side_by_side(lambda: dispatch(ours_wf), lambda: dispatch(local_wf), runs, settle)
     label = 'same workflow, executor="local"'
     return Row(target.id, f"{FANOUT_WIDTH}-electron fan-out vs Covalent local", ours, floors, "s", 1.3, label)
+
+
+def slurm_fanout_rows(target: Target, image: str, runs: int, width: int = 200) -> list[Row]:
+    """A ``width``-electron fan-out over both nodes (``max_containers=6``: more jobs than one
+    node of 4 CPUs holds) vs Covalent's local executor, and the same pinned to one node."""
+    nodes = subprocess.run(
+        ["sinfo", "--noheader", "--Node", "--format=%N"], capture_output=True, text=True, env=slurm_env()
+    ).stdout.split()
+    before = leftovers(target)
+    both = fanout_workflow(target.executor(image, max_containers=6))
+    one = fanout_workflow(target.executor(image, max_containers=6, slurm_args=[f"--nodelist={nodes[0]}"]))
+    local = fanout_workflow("local")
+
+    def settle() -> None:
+        wait_until_clean(target, before)
+
+    dispatch(both, width)  # untimed warm-up
+    settle()
+    times: dict[str, list[float]] = {"both": [], "one": [], "local": []}
+    for i in range(runs):
+        order = [("both", both), ("one", one), ("local", local)]
+        for name, workflow in order if i % 2 == 0 else reversed(order):
+            times[name].append(timed(lambda w=workflow: dispatch(w, width)))
+            settle()
+    label = 'same workflow, executor="local"'
+    return [
+        Row(
+            target.id,
+            f"{width}-electron fan-out, {len(nodes)} nodes vs Covalent local",
+            times["both"],
+            times["local"],
+            "s",
+            None,
+            label,
+        ),
+        Row(
+            target.id,
+            f"{width}-electron fan-out, one node ({nodes[0]}) vs Covalent local",
+            times["one"],
+            times["local"],
+            "s",
+            None,
+            label,
+        ),
+    ]
 
 
 @contextlib.contextmanager
@@ -732,6 +777,8 @@ def measure_target(target: Target, options: argparse.Namespace, server: bool) ->
         )
     if server:
         rows += guarded("fan-out", lambda: fanout_figure(target, image, options.fanout_runs))
+    if server and target.backend == "slurm" and options.slurm_fanout:
+        rows += guarded("slurm fan-out", lambda: slurm_fanout_rows(target, image, options.fanout_runs))
     if target.id == "docker" and target.cli:
         rows += guarded("seed pattern", lambda: seed_figure(target, image, 2))
     return rows
@@ -804,6 +851,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-fanout", action="store_true", help="no Covalent server, no fan-out")
     parser.add_argument(
         "--slurm-ways", action="store_true", help="slurm: also time salloc, sbatch and a job submitted ahead"
+    )
+    parser.add_argument(
+        "--slurm-fanout", action="store_true", help="slurm: a 200-electron fan-out on both nodes and on one"
     )
     parser.add_argument("--skip-200mb", action="store_true", help="only the 10 MB round trip")
     parser.add_argument("--fanout-runs", type=int, default=3, help="timed dispatches of each workflow (3)")

@@ -105,14 +105,15 @@ SlurmUser=root
 AuthType=auth/munge
 CredType=cred/munge
 MpiDefault=none
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+ProctrackType=proctrack/cgroup
+TaskPlugin=task/cgroup
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
+InactiveLimit=30
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
-DefMemPerCPU=250
+DefMemPerCPU=1024
 SlurmdParameters=config_overrides
 ReturnToService=2
 KillWait=5
@@ -125,14 +126,30 @@ SlurmdSpoolDir=$SPOOL/slurmd-%n
 StateSaveLocation=$SPOOL/ctld
 "
     for node in "${NODES[@]}"; do
-        want+="NodeName=$node NodeHostname=$host NodeAddr=127.0.0.1 Port=$((PORT0 + i)) CPUs=4 RealMemory=2000
+        want+="NodeName=$node NodeHostname=$host NodeAddr=127.0.0.1 Port=$((PORT0 + i)) CPUs=4 RealMemory=8192
 "
         i=$((i + 1))
     done
     want+="PartitionName=debug Nodes=ALL Default=YES MaxTime=1440 State=UP
 "
     install -d -m 0755 "$CONF_DIR" "$SPOOL/ctld"
-    if [[ -f $CONF ]] && [[ "$(cat "$CONF")"$'\n' == "$want" ]]; then
+    # Slurm's cgroup plugins enforce cpus (a cpuset) and memory (the job's memory cgroup: the
+    # container's processes stay in it, rootless Podman on cgroup v1 makes none of its own),
+    # and proctrack/cgroup ends every process of a job, conmon and the container included.
+    local cgroup="# Written by oci-executor scripts/setup-slurm.sh.
+CgroupPlugin=cgroup/v1
+CgroupMountpoint=/sys/fs/cgroup
+CgroupAutomount=no
+ConstrainCores=yes
+ConstrainRAMSpace=yes
+ConstrainSwapSpace=no
+"
+    if [[ ! -f $CONF_DIR/cgroup.conf ]] || [[ "$(cat "$CONF_DIR/cgroup.conf")"$'\n' != "$cgroup" ]]; then
+        printf '%s' "$cgroup" >"$CONF_DIR/cgroup.conf"
+        chmod 0644 "$CONF_DIR/cgroup.conf"
+        CONF_CHANGED=1
+    fi
+    if [[ -f $CONF ]] && [[ "$(cat "$CONF")"$'\n' == "$want" ]] && ((CONF_CHANGED == 0)); then
         log "slurm.conf: up to date ($CONF)"
         return
     fi
