@@ -111,13 +111,13 @@ class ContainerSpec:
     read_only: bool = False
     """A read-only root filesystem, with a writable tmpfs at ``/tmp``."""
     partition: str | None = None
-    """Slurm partition (``sbatch -p``); ``None``: the cluster's default."""
+    """Slurm partition (``srun -p``); ``None``: the cluster's default."""
     account: str | None = None
-    """Slurm account (``sbatch -A``)."""
+    """Slurm account (``srun -A``)."""
     qos: str | None = None
-    """Slurm quality of service (``sbatch --qos``)."""
+    """Slurm quality of service (``srun --qos``)."""
     slurm_args: tuple[str, ...] = ()
-    """Extra ``sbatch`` arguments."""
+    """Extra ``srun`` arguments (the job's allocation)."""
     queue_timeout: float = 600.0
     """Seconds a batch job may stay pending before creation fails (scheduler backends only)."""
     command: tuple[str, ...] = ()

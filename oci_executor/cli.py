@@ -41,6 +41,13 @@ def format_age(seconds: float | None) -> str:
     return f"{seconds:.0f}s"
 
 
+def short_id(container_id: str) -> str:
+    """An engine's hex id cut to 12 characters, as the engines show it; a name (a Slurm job's
+    ``oci-slurm-<job>-<node>``) whole."""
+    is_hex = len(container_id) > 12 and all(c in "0123456789abcdef" for c in container_id)
+    return container_id[:12] if is_hex else container_id
+
+
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
@@ -92,7 +99,7 @@ def _print_ls(entries: list[inventory.Entry], as_json: bool) -> int:
     rows += [
         [
             e.engine,
-            e.container.id[:12],
+            short_id(e.container.id),
             e.container.state,
             format_age(e.age(now)),
             e.dispatch,
@@ -110,7 +117,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         doomed = inventory.orphans(entries, args.older_than)
         failed = 0
         for entry in doomed:
-            what = f"{entry.engine}: {entry.container.id[:12]} ({entry.container.state}, dispatch {entry.dispatch or '?'})"
+            what = f"{entry.engine}: {short_id(entry.container.id)} ({entry.container.state}, dispatch {entry.dispatch or '?'})"
             if args.dry_run:
                 print(f"would remove {what}")
                 continue

@@ -206,7 +206,7 @@ OPTIONS: tuple[Option, ...] = (
         "`cpu_period=100000`, `cpu_quota=cpus*100000`",
         "same; rootless on cgroup v1: error",
         "error",
-        "`sbatch -c` (rounded up; Slurm enforces it, not Podman)",
+        "`srun -c` (rounded up; Slurm enforces it, not Podman)",
     ),
     Option(
         "memory",
@@ -216,7 +216,7 @@ OPTIONS: tuple[Option, ...] = (
         '`mem_limit` and `memswap_limit` (no swap beyond it); `"512m"`, `"2g"` or bytes',
         "same; rootless on cgroup v1: error",
         "error",
-        "`sbatch --mem` (MiB, rounded up; Slurm enforces it, not Podman)",
+        "`srun --mem` (MiB, rounded up; Slurm enforces it, not Podman)",
     ),
     Option(
         "gpus",
@@ -226,7 +226,7 @@ OPTIONS: tuple[Option, ...] = (
         '`device_requests=[DeviceRequest(count or device_ids, capabilities=[["gpu"]])]` (`--gpus`)',
         "CDI `devices`: `nvidia.com/gpu=all`, `=0..N-1`, or `=ID` each",
         "error",
-        "`sbatch --gpus` (count), plus Podman's CDI devices",
+        "`srun --gpus` (count), plus Podman's CDI devices",
     ),
     Option(
         "network",
@@ -294,7 +294,7 @@ OPTIONS: tuple[Option, ...] = (
         "error (slurm only)",
         "error (slurm only)",
         "error (slurm only)",
-        "`sbatch -p`; empty: the cluster's default partition",
+        "`srun -p`; empty: the cluster's default partition",
     ),
     Option(
         "account",
@@ -304,7 +304,7 @@ OPTIONS: tuple[Option, ...] = (
         "error (slurm only)",
         "error (slurm only)",
         "error (slurm only)",
-        "`sbatch -A`",
+        "`srun -A`",
     ),
     Option(
         "qos",
@@ -314,7 +314,7 @@ OPTIONS: tuple[Option, ...] = (
         "error (slurm only)",
         "error (slurm only)",
         "error (slurm only)",
-        "`sbatch --qos`",
+        "`srun --qos`",
     ),
     Option(
         "slurm_args",
@@ -324,7 +324,7 @@ OPTIONS: tuple[Option, ...] = (
         "error (slurm only)",
         "error (slurm only)",
         "error (slurm only)",
-        'extra `sbatch` arguments, e.g. `["--constraint=avx2"]`',
+        'extra `srun` arguments (of the job allocation), e.g. `["--constraint=avx2"]`',
     ),
     Option(
         "queue_timeout",

@@ -75,7 +75,7 @@ def test_ls_lists_our_job_and_gc_cancels_it_once_its_driver_is_gone(slurm: Targe
         assert str(entry["id"]).startswith("oci-slurm-")
         assert str(entry["id"]).rsplit("-", 1)[1] in engines.slurm_nodes()
         code, out = _run_cli("ls", "--backend", "slurm", "--engine", f"slurm={slurm.address}")
-        assert str(entry["id"])[:12] in out and "alive" in out
+        assert str(entry["id"]) in out and "alive" in out
     finally:  # the driver and its srun die at once: the job outlives them
         for pid in [*_children(driver.pid), driver.pid]:
             with contextlib.suppress(ProcessLookupError):
@@ -85,9 +85,7 @@ def test_ls_lists_our_job_and_gc_cancels_it_once_its_driver_is_gone(slurm: Targe
     assert entry["owner_state"] == "gone"
     gc = ["gc", "--backend", "slurm", "--engine", f"slurm={slurm.address}"]  # other engines are shared
     code, out = _run_cli(*gc, "--dry-run")
-    assert (
-        code == 0 and f"would remove slurm ({engines.SLURM_CONF}" in out and str(entry["id"])[:12] in out
-    ), out
+    assert code == 0 and f"would remove slurm ({engines.SLURM_CONF}" in out and str(entry["id"]) in out, out
     code, out = _run_cli(*gc)
     assert code == 0 and "removed 1 orphaned" in out, out
     assert entry["id"] not in {e["id"] for e in _ours(slurm.address)}

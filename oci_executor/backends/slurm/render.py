@@ -11,7 +11,7 @@ NODE_ENV = ("SLURMD_NODENAME", "SLURM_JOB_ID")
 def podman_run_args(intent: ContainerIntent) -> list[str]:
     """``podman run`` options rendering ``intent`` (image and command excluded).
 
-    ``cpus`` and ``memory`` are the job's (``sbatch -c``, ``--mem``): Slurm enforces them on
+    ``cpus`` and ``memory`` are the job's (``srun -c``, ``--mem``): Slurm enforces them on
     the node, so they are not repeated here.
     """
     args = [f"--label={key}={value}" for key, value in intent.labels.items()]
