@@ -16,7 +16,7 @@ Podman removes the container and the job ends with its step; the step's trap rem
 container on ``scancel`` and at the job's time limit; a step whose ``srun`` was killed ends
 its job when the runner ends (``idle_timeout``); a new backend cancels the jobs of dead
 drivers on this host, and each new job removes containers on its node whose job is gone.
-``oci-executor ls`` lists the jobs (:mod:`.jobs`), ``gc`` cancels those of dead drivers, and
+``oci-executor ls`` lists the jobs (:mod:`.listing`), ``gc`` cancels those of dead drivers, and
 the doctor checks the cluster (:mod:`.diagnosis`).
 """
 
@@ -41,7 +41,7 @@ from oci_executor.backend import (
 )
 from oci_executor.backends.shared.archive import make_tar, read_tar
 from oci_executor.backends.shared.intent import container_intent
-from oci_executor.backends.slurm import alloc, jobs
+from oci_executor.backends.slurm import alloc, listing
 from oci_executor.backends.slurm import cli as s
 from oci_executor.backends.slurm.render import podman_run_args
 from oci_executor.backends.slurm.steps import GONE_TIMEOUT, StepChannel, parse_handle
@@ -144,7 +144,7 @@ class SlurmBackend(Backend):
             *spec.command,
         ]
         script = s.NODE_CHECKS + s.START
-        owner = jobs.comment(this_owner(), spec.labels)
+        owner = listing.comment(this_owner(), spec.labels)
         started = alloc.start(self.cli, spec, owner, script, [spec.image, self.config.pull_policy, *run])
         container_id = f"{s.CONTAINER_PREFIX}{started.job_id}-{started.node}"
         with self._lock:
@@ -303,7 +303,7 @@ class SlurmBackend(Backend):
         swept = []
         for line in s.decode(result.stdout).splitlines():
             job_id, _, comment = line.partition("|")
-            if owner_state(jobs.comment_fields(comment).get("owner")) != "gone":
+            if owner_state(listing.comment_fields(comment).get("owner")) != "gone":
                 continue  # its driver lives, or runs on another host: the job's limits end it
             try:
                 self._end_job(job_id.strip())
@@ -316,7 +316,7 @@ class SlurmBackend(Backend):
 
     def managed(self) -> list[ManagedContainer]:
         """Our jobs in the queue, each as the container it holds (none where Slurm is not installed)."""
-        return jobs.listed(self.cli) if s.installed() else []
+        return listing.listed(self.cli) if s.installed() else []
 
     def remove_managed(self, container_id: str) -> None:
         """Remove the job's container and cancel the job (a pending one is only cancelled)."""
