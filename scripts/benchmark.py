@@ -25,6 +25,10 @@ machine's noise hits both alike, and reported as medians with n and their ratio:
 6. remote engines (``docker-ssh``, ``podman-rootless-ssh``: the same engines through the test
    sshd of scripts/setup-sshd.sh): the warm task over ssh vs the same warm task on the same
    engine's local socket.
+7. slurm, with ``--slurm-ways``: the other ways to a job with a container (salloc, sbatch, a
+   job submitted ahead; scripts/bench_slurm.py) vs the same floor as the cold task; with
+   ``--slurm-fanout``: a 200-electron fan-out over both nodes and on one node vs Covalent's
+   local executor.
 
 It ends with a markdown summary table (backend | figure | ours | floor | ratio | target) and
 checks that no container of ours was left on any engine. Figures are ratios: on a noisy
