@@ -137,8 +137,8 @@ def test_a_killed_driver_leaves_no_job_and_no_container(slurm: Target, tmp_path)
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
-    # The runner sees its channel close and ends; Podman removes the container; the job's
-    # script sees the container gone and ends the job. idle_timeout (10 s) bounds it otherwise.
+    # The runner sees its channel close and ends; Podman removes the container; the job ends
+    # with its start step. idle_timeout (10 s) bounds it otherwise.
     deadline = time.monotonic() + 10 + 20
     while engines.slurm_leftovers() and time.monotonic() < deadline:
         time.sleep(0.2)

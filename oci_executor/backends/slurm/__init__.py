@@ -27,7 +27,6 @@ import logging
 import os
 import subprocess
 import threading
-import time
 from collections.abc import Mapping, Sequence
 
 from oci_executor.backend import (
@@ -41,9 +40,11 @@ from oci_executor.backend import (
 )
 from oci_executor.backends.shared.archive import make_tar, read_tar
 from oci_executor.backends.shared.intent import container_intent
-from oci_executor.backends.slurm import alloc, listing
+from oci_executor.backends.shared.runargs import run_args
+from oci_executor.backends.slurm import alloc, diagnosis, listing
 from oci_executor.backends.slurm import cli as s
-from oci_executor.backends.slurm.render import podman_run_args
+from oci_executor.backends.slurm.jobs import end_job, job_state
+from oci_executor.backends.slurm.options import NOTES, OPTIONS
 from oci_executor.backends.slurm.steps import GONE_TIMEOUT, StepChannel, parse_handle
 from oci_executor.channel import Channel
 from oci_executor.errors import (
@@ -53,6 +54,7 @@ from oci_executor.errors import (
     EngineUnavailableError,
     OCIExecutorError,
 )
+from oci_executor.findings import Finding
 from oci_executor.hookspecs import hookimpl
 from oci_executor.owner import owner_state, this_owner
 from oci_executor.registry import BackendRegistry
@@ -60,6 +62,7 @@ from oci_executor.registry import BackendRegistry
 log = logging.getLogger(__name__)
 
 SCRATCH_DIR = "/tmp/oci-executor"
+NODE_ENV = ("SLURMD_NODENAME", "SLURM_JOB_ID")
 OOM_KILLS = r"""
 d=$(sed -n 's/^[0-9]*:memory://p' /proc/self/cgroup); d=/sys/fs/cgroup/memory${d%/step_*}
 [ -d "$d" ] && find "$d" -name memory.oom_control -exec sed -n 's/^oom_kill //p' {} + | awk '{n += $1} END {print n + 0}'
@@ -76,6 +79,9 @@ class SlurmBackend(Backend):
     priority = -20
     auto_candidate = False
     supported_options = frozenset(OPTIONAL_SETTINGS)
+    options = OPTIONS
+    option_notes = NOTES
+    option_note_default = "as Podman (rootless, on the node)"
 
     def __init__(self, config: BackendConfig | None = None) -> None:
         super().__init__(config)
@@ -94,16 +100,6 @@ class SlurmBackend(Backend):
     def installed(self) -> bool:
         return s.installed()
 
-    def available(self) -> bool:
-        return self.problem() is None
-
-    def problem(self) -> str | None:
-        try:
-            self.check()
-        except OCIExecutorError as exc:
-            return str(exc)
-        return None
-
     def check(self) -> None:
         if not s.installed():
             raise EngineUnavailableError(s.not_installed())
@@ -121,7 +117,7 @@ class SlurmBackend(Backend):
             )
         return spec
 
-    # -- create: submit, wait for a node, check the image, start the container ----------
+    # -- create: one srun makes the job and starts the container ---------------------------
 
     def create(self, spec: ContainerSpec) -> Container:
         """One ``srun`` makes the job and runs its start step (:mod:`.alloc`); it returns once
@@ -139,7 +135,9 @@ class SlurmBackend(Backend):
             "--pull=never",
             f"--label={s.JOB_LABEL}=@JOB@",
             f"--label={s.NODE_LABEL}=@NODE@",
-            *podman_run_args(container_intent(spec, rootless=True)),
+            *[f"--env={name}" for name in NODE_ENV],  # the task can tell its node and job
+            # cpus and memory are the job's (srun -c, --mem): Slurm enforces them on the node
+            *run_args(container_intent(spec, rootless=True), limits=False),
             spec.image,
             *spec.command,
         ]
@@ -159,21 +157,6 @@ class SlurmBackend(Backend):
             python=spec.python,
             address=self.config.address or "",
         )
-
-    def _job_state(self, job_id: str) -> tuple[str, str, str]:
-        """``(state, node, reason)``; state ``""`` once the job is gone."""
-        result = self.cli.run(["squeue", "--noheader", f"--jobs={job_id}", "--format=%T|%N|%r"])
-        out, err = s.decode(result.stdout).strip(), s.decode(result.stderr)
-        if result.returncode != 0:
-            if "invalid job id" in err.lower():
-                return "", "", ""
-            raise EngineUnavailableError(
-                f"squeue failed ({' '.join(err.split())}): {s.controller_fix(self.cli.conf)}."
-            )
-        if not out:
-            return "", "", ""
-        state, node, reason = (out.splitlines()[0].split("|") + ["", ""])[:3]
-        return state, node, reason
 
     # -- the verbs on a running container ------------------------------------------------
 
@@ -245,13 +228,13 @@ class SlurmBackend(Backend):
     def stop(self, container: Container) -> None:
         """Kill and remove the container on its node, cancel its job, and wait until it ended."""
         job_id, _ = parse_handle(container.id)
-        state, _, _ = self._job_state(job_id)
+        state, _, _ = job_state(self.cli, job_id)
         if state == "RUNNING":
             try:
                 self._step(container, ["rm", "--force", "--time=0", container.id])
             except ContainerNotFoundError:
                 pass
-        self._end_job(job_id)
+        end_job(self.cli, job_id)
 
     def remove(self, container: Container) -> None:
         self.stop(container)
@@ -269,22 +252,6 @@ class SlurmBackend(Backend):
                 process.wait()
         if handle is not None:
             os.close(handle)
-
-    def _end_job(self, job_id: str) -> None:
-        """``scancel`` the job (its trap removes the container) and wait until it has ended."""
-        self.cli.run(["scancel", job_id])
-        deadline = time.monotonic() + GONE_TIMEOUT
-        delay = 0.02
-        while True:
-            state, _, _ = self._job_state(job_id)
-            if state not in s.ACTIVE_STATES:
-                return
-            if time.monotonic() > deadline:
-                raise ContainerError(
-                    f"Slurm job {job_id} was cancelled but is still {state} after {GONE_TIMEOUT:g} s"
-                )
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.1)
 
     def sweep_unstarted(self, older_than: float) -> list[str]:
         """Cancel our jobs whose driver, a process on this host, has died (their traps remove
@@ -306,7 +273,7 @@ class SlurmBackend(Backend):
             if owner_state(listing.comment_fields(comment).get("owner")) != "gone":
                 continue  # its driver lives, or runs on another host: the job's limits end it
             try:
-                self._end_job(job_id.strip())
+                end_job(self.cli, job_id.strip())
                 swept.append(job_id.strip())
             except OCIExecutorError as exc:
                 log.debug("could not sweep Slurm job %s: %s", job_id, exc)
@@ -323,9 +290,12 @@ class SlurmBackend(Backend):
         try:
             parse_handle(container_id)
         except ContainerNotFoundError:  # a pending job: no node, no container yet
-            self._end_job(container_id.removeprefix(s.CONTAINER_PREFIX))
+            end_job(self.cli, container_id.removeprefix(s.CONTAINER_PREFIX))
             return
         self.stop(Container(container_id, self.name, "", "", SCRATCH_DIR, ""))
+
+    def diagnose(self, spec: ContainerSpec, pull_policy: str) -> list[Finding]:
+        return diagnosis.diagnose(self, spec, pull_policy)
 
     def oom_killed(self, container: Container) -> bool:
         """Whether the kernel killed a process of the job at its memory limit: the job's memory

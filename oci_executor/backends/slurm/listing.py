@@ -11,8 +11,7 @@ from collections.abc import Mapping
 
 from oci_executor.backend import ManagedContainer
 from oci_executor.backends.slurm import cli as s
-from oci_executor.core import DISPATCH_LABEL, NODE_LABEL
-from oci_executor.owner import OWNER_LABEL
+from oci_executor.labels import DISPATCH_LABEL, NODE_LABEL, OWNER_LABEL
 
 FORMAT = "--format=%i|%T|%N|%V|%u|%k"
 """job id, state, node, submit time, user, comment."""
