@@ -612,14 +612,17 @@ def fanout_figure(target: Target, image: str, runs: int) -> Row:
 
 
 def slurm_fanout_rows(target: Target, image: str, runs: int, width: int = 200) -> list[Row]:
-    """A ``width``-electron fan-out over both nodes (``max_containers=6``: more jobs than one
-    node of 4 CPUs holds) vs Covalent's local executor, and the same pinned to one node."""
+    """A ``width``-electron fan-out over both nodes (jobs of 2 CPUs, ``max_containers=6``: more
+    jobs than one node of 4 CPUs holds) vs Covalent's local executor, and the same pinned to
+    one node."""
     nodes = subprocess.run(
         ["sinfo", "--noheader", "--Node", "--format=%N"], capture_output=True, text=True, env=slurm_env()
     ).stdout.split()
     before = leftovers(target)
-    both = fanout_workflow(target.executor(image, max_containers=6))
-    one = fanout_workflow(target.executor(image, max_containers=6, slurm_args=[f"--nodelist={nodes[0]}"]))
+    both = fanout_workflow(target.executor(image, cpus=2, max_containers=6))
+    one = fanout_workflow(
+        target.executor(image, cpus=2, max_containers=6, slurm_args=[f"--nodelist={nodes[0]}"])
+    )
     local = fanout_workflow("local")
 
     def settle() -> None:
