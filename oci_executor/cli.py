@@ -42,6 +42,13 @@ def format_age(seconds: float | None) -> str:
     return f"{seconds:.0f}s"
 
 
+def short_id(container_id: str) -> str:
+    """An engine's hex id cut to 12 characters, as the engines show it; a name (a Slurm job's
+    ``oci-slurm-<job>-<node>``) whole."""
+    is_hex = len(container_id) > 12 and all(c in "0123456789abcdef" for c in container_id)
+    return container_id[:12] if is_hex else container_id
+
+
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
@@ -62,6 +69,10 @@ def _engine(text: str) -> tuple[str, str]:
 def _entries(args: argparse.Namespace) -> Iterator[list[inventory.Entry]]:
     """Our containers on every engine (closing the connections afterwards)."""
     backends = list(inventory.engines(args.engine))
+    if args.backend:
+        for backend in [b for b in backends if b.name not in args.backend]:
+            backend.close()
+        backends = [b for b in backends if b.name in args.backend]
     try:
         entries, problems = inventory.listing(backends)
         for line in problems:
@@ -89,7 +100,7 @@ def _print_ls(entries: list[inventory.Entry], as_json: bool) -> int:
     rows += [
         [
             e.engine,
-            e.container.id[:12],
+            short_id(e.container.id),
             e.container.state,
             format_age(e.age(now)),
             e.dispatch,
@@ -107,7 +118,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         doomed = inventory.orphans(entries, args.older_than)
         failed = 0
         for entry in doomed:
-            what = f"{entry.engine}: {entry.container.id[:12]} ({entry.container.state}, dispatch {entry.dispatch or '?'})"
+            what = f"{entry.engine}: {short_id(entry.container.id)} ({entry.container.state}, dispatch {entry.dispatch or '?'})"
             if args.dry_run:
                 print(f"would remove {what}")
                 continue
@@ -310,6 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
             default=[],
             metavar="BACKEND=ADDRESS",
             help="also visit this engine, e.g. docker=tcp://host:2375 (repeatable)",
+        )
+        cmd.add_argument(
+            "--backend",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help="visit only this backend's engines, e.g. slurm (repeatable; default: all)",
         )
         cmd.set_defaults(func=func)
         if name == "ls":

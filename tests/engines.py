@@ -148,8 +148,25 @@ def _slurm_problem() -> str | None:
     return None
 
 
+def slurm_nodes() -> list[str]:
+    """The test cluster's node names (n1, n2; a private cluster of setup-slurm.sh has others)."""
+    import subprocess
+
+    info = subprocess.run(
+        ["sinfo", "--noheader", "--Node", "--format=%N"],
+        capture_output=True,
+        text=True,
+        env=slurm_env(),
+        timeout=30,
+    )
+    return sorted(set(info.stdout.split()))
+
+
 def slurm_leftovers() -> list[str]:
-    """Our jobs still in the queue (``job:ID``) and our containers on the nodes (``container:NAME``)."""
+    """Our jobs still in the queue (``job:ID``) and our containers on the nodes (``container:NAME``).
+
+    Containers are counted on this cluster's nodes only: a second cluster on the same host (see
+    scripts/setup-slurm.sh) shares the test user's container store."""
     import subprocess
 
     jobs = subprocess.run(
@@ -166,7 +183,12 @@ def slurm_leftovers() -> list[str]:
         text=True,
         timeout=60,
     )
-    found += [f"container:{name}" for name in ps.stdout.split() if name.startswith("oci-slurm-")]
+    nodes = tuple(f"-{node}" for node in slurm_nodes())
+    found += [
+        f"container:{name}"
+        for name in ps.stdout.split()
+        if name.startswith("oci-slurm-") and name.endswith(nodes)
+    ]
     return sorted(found)
 
 
