@@ -21,6 +21,7 @@ from oci_executor.lifecycle import start_runner
 from oci_executor.options import check_time_limit
 from oci_executor.owner import OWNER_LABEL, this_owner
 from oci_executor.pool import POOL, pool_key, shared_backend
+from oci_executor.provide import provide_modules
 from oci_executor.task import TaskOutcome, TaskPayload
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ def run_task(
         try:
             if on_container is not None:
                 on_container(runner.container)
+            if values.get("ship_modules", True):
+                provide_modules(runner, payload, values.get("extra_modules", ()))
             outcome = execute(runner, payload, workdir=spec.workdir, time_limit=seconds, memory=spec.memory)
         except TaskNotStarted:
             POOL.release(key, runner, reusable=False)

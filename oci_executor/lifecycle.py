@@ -45,11 +45,12 @@ class Runner:
 
 @functools.cache
 def runner_modules() -> bytes:
-    """The MODULES frame body: the runner, the protocol and cloudpickle, as sources."""
+    """The MODULES frame body: the runner (and its file helpers), the protocol and cloudpickle, as sources."""
     package = importlib.resources.files("oci_executor")
     modules: dict[str, tuple[bool, str]] = {
         "oci_runner": (False, package.joinpath("runner.py").read_text(encoding="utf-8")),
         protocol.PROTOCOL_MODULE: (False, package.joinpath("protocol.py").read_text(encoding="utf-8")),
+        "oci_runner_files": (False, package.joinpath("runner_files.py").read_text(encoding="utf-8")),
     }
     root = Path(cloudpickle.__file__).parent
     for path in sorted(root.rglob("*.py")):

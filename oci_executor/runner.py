@@ -31,6 +31,10 @@ try:  # the copy shipped with the runner (the bootstrap provides it, on every ba
     import oci_protocol as protocol
 except ImportError:  # imported on the host, outside a runner
     from oci_executor import protocol
+try:
+    import oci_runner_files as runner_files
+except ImportError:
+    from oci_executor import runner_files
 
 RESERVED_RETVAL_KEY_FILES = "files"
 F_SETPIPE_SZ = 1031  # Linux fcntl
@@ -128,6 +132,8 @@ def serve(argv: list[str]) -> None:
         kind, body = message
         if kind == protocol.TASK:
             _serve_task(json.loads(body.decode("utf-8")), wake_r)
+        elif kind == protocol.QUERY:
+            _send_json(protocol.INVENTORY, runner_files.inventory())
         # KILL with no task running, or an unknown frame: nothing to do.
 
 
@@ -282,14 +288,27 @@ def _drain(fd: int) -> None:
 
 def _child_main(header: dict[str, Any], in_r: int, res_w: int) -> None:
     blobs = []
-    for size in header["sizes"]:
+    files = runner_files.TaskFiles()
+    stage = set(header.get("stage", []))
+    for index, size in enumerate(header["sizes"]):
+        if index in stage:  # an inbound file: onto disk as it arrives, not into memory
+            files.stage(index, in_r, size)
+            blobs.append(b"")
+            continue
         blob = _read_exact(in_r, size) if size else b""
         blobs.append(blob or b"")
     os.close(in_r)
     sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
     sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
-    record, value = run_task(header, blobs)
-    del blobs
+    try:
+        record, value = run_task(header, blobs, files)
+        del blobs
+        _send_result(record, value, files, res_w)
+    finally:
+        files.clean()
+
+
+def _send_result(record: dict[str, Any], value: bytes, files: Any, res_w: int) -> None:
     record["version"] = protocol.VERSION
     sys.stdout.flush()
     sys.stderr.flush()
@@ -298,14 +317,24 @@ def _child_main(header: dict[str, Any], in_r: int, res_w: int) -> None:
     view = memoryview(value)
     for start in range(0, len(view), protocol.CHUNK):
         _write_all(res_w, view[start : start + protocol.CHUNK])
+    if record.get("ok"):
+        files.send(res_w)
     os.close(res_w)
 
 
 def _run_step(
-    step: dict[str, Any], blobs: list[bytes], loads: Callable[[bytes], Any], retvals: dict[str, list[Any]]
+    step: dict[str, Any],
+    blobs: list[bytes],
+    loads: Callable[[bytes], Any],
+    retvals: dict[str, list[Any]],
+    files: Any = None,
 ) -> None:
     kind = step["kind"]
-    if kind == "bash":
+    if kind == "put":
+        files.put(step["source"], step["dest"])
+    elif kind == "get":
+        files.get(step["src"])
+    elif kind == "bash":
         for command in step["commands"]:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -332,13 +361,16 @@ def _run_step(
         raise ValueError(f"unknown step kind {kind!r}")
 
 
-def _failure(phase: str, exc: BaseException) -> dict[str, Any]:
+def _failure(phase: str, exc: BaseException, step: str = "") -> dict[str, Any]:
     cls = type(exc)
+    message = _safe_str(exc)
+    if step:  # which hook or transfer failed, as the user declared it
+        message = f"{phase} step {step}: {message}"
     return {
         "ok": False,
         "phase": phase,
         "type": f"{cls.__module__}.{cls.__qualname__}",
-        "message": _cut(_safe_str(exc), protocol.MESSAGE_LIMIT),
+        "message": _cut(message, protocol.MESSAGE_LIMIT),
         "traceback": _cut(
             "".join(traceback.format_exception(cls, exc, exc.__traceback__)), protocol.TRACEBACK_LIMIT
         ),
@@ -373,11 +405,14 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit // 2] + "\n[... cut ...]\n" + text[-limit // 2 :]
 
 
-def run_task(header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], bytes]:
+def run_task(header: dict[str, Any], blobs: list[bytes], files: Any = None) -> tuple[dict[str, Any], bytes]:
     """Run one task; return its result record and the value's pickled bytes."""
     workdir = header.get("workdir")
-    phase = "load"
+    files = files or runner_files.TaskFiles()
+    phase, label = "load", ""
     try:
+        if header.get("modules"):
+            files.add_modules({path: blobs[i] for path, i in header["modules"].items()})
         if workdir:
             os.makedirs(workdir, exist_ok=True)
             os.chdir(workdir)
@@ -391,7 +426,9 @@ def run_task(header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any]
         phase = "call_before"
         retvals: dict[str, list[Any]] = {}
         for step in header["before"]:
-            _run_step(step, blobs, loads, retvals)
+            label = step.get("label", "")
+            _run_step(step, blobs, loads, retvals, files)
+        label = ""
         for key, values in retvals.items():
             single = len(values) == 1 and key != RESERVED_RETVAL_KEY_FILES
             kwargs[key] = values[0] if single else values
@@ -401,7 +438,9 @@ def run_task(header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any]
 
         phase = "call_after"
         for step in header["after"]:
-            _run_step(step, blobs, loads, {})
+            label = step.get("label", "")
+            _run_step(step, blobs, loads, {}, files)
+        label = ""
 
         phase = "result"
         value = cloudpickle.dumps(output)
@@ -412,6 +451,8 @@ def run_task(header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any]
             "python": platform.python_version(),
             "cloudpickle": cloudpickle.__version__,
         }
+        if files.outbound:
+            record["files"] = files.sizes()
     except BaseException as exc:  # noqa: BLE001 - everything the task raises is reported
-        return _failure(phase, exc), b""
+        return _failure(phase, exc, label), b""
     return record, value

@@ -1,0 +1,85 @@
+"""Give a task the modules its image lacks, just before it is sent to a runner.
+
+:func:`image_inventory` asks an idle runner once per image ID what the image can import (a
+QUERY frame, answered with JSON: nothing the container writes is unpickled).
+:func:`provide_modules` plans with :mod:`oci_executor.modules` and attaches the sources to
+travel to the payload. :func:`requirements_to_add` is the seam for declared environments: the
+pinned requirements the task needs that its image lacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from oci_executor import modules, protocol
+from oci_executor.channel import ChannelClosed, FrameReader
+from oci_executor.errors import ModuleUnavailableError
+from oci_executor.execute import TaskNotStarted
+from oci_executor.lifecycle import Runner
+from oci_executor.task import TaskPayload
+
+log = logging.getLogger(__name__)
+
+_INVENTORIES: dict[str, modules.Inventory] = {}
+_LOCK = threading.Lock()
+
+
+def image_inventory(runner: Runner) -> modules.Inventory:
+    """What the runner's image can import; asked once per image ID in this process."""
+    key = runner.container.image_id or runner.container.image
+    with _LOCK:
+        known = _INVENTORIES.get(key)
+    if known is not None:
+        return known
+    try:
+        runner.channel.send(protocol.frame(protocol.QUERY))
+        _, answer = FrameReader(runner.channel).control(protocol.INVENTORY)
+    except ChannelClosed as exc:  # a warm runner that went away: the task can start elsewhere
+        raise TaskNotStarted(str(exc)) from None
+    names = answer.get("modules", [])
+    versions = answer.get("versions", {})
+    inventory = modules.Inventory(
+        frozenset(str(n) for n in names if isinstance(n, str)),
+        {str(k): str(v) for k, v in versions.items() if isinstance(v, str)}
+        if isinstance(versions, dict)
+        else {},
+    )
+    with _LOCK:
+        _INVENTORIES[key] = inventory
+    return inventory
+
+
+def requirements_to_add(payload: TaskPayload, inventory: modules.Inventory) -> list[str]:
+    """The ``name==version`` pins (this host's versions) of the installed distributions the
+    task's pickles reference that its image lacks: what a declared environment should add."""
+    return modules.plan(modules.referenced(payload.pickles()), inventory).requirements
+
+
+def provide_modules(runner: Runner, payload: TaskPayload, extra: Sequence[str] = ()) -> None:
+    """Attach to ``payload`` the module sources its image lacks, or raise naming what cannot travel."""
+    names = modules.referenced(payload.pickles())
+    inventory = image_inventory(runner)
+    plan = modules.plan(names, inventory, extra=extra)
+    installs = any(step.kind == "pip" for step in payload.before)
+    if plan.missing and installs:
+        log.info(
+            "module(s) %s are not in the image; the task's pip step may install them", ", ".join(plan.missing)
+        )
+    elif plan.missing:
+        raise ModuleUnavailableError(
+            f"the task needs module(s) {', '.join(sorted(set(plan.missing)))}, which image "
+            f"{runner.container.image!r} does not have and which cannot travel with the task as source "
+            f"(compiled code, or not found on this host; this host has: {', '.join(plan.requirements) or 'none'}). "
+            "Use an image that has them (e.g. a Dockerfile with `pip install` of those versions), or "
+            "install them in the task with DepsPip.",
+            image=runner.container.image,
+        )
+    if plan.shipped:
+        log.info(
+            "shipping module(s) %s with the task (not in image %s)",
+            ", ".join(plan.shipped),
+            runner.container.image,
+        )
+    payload.module_files = plan.files
