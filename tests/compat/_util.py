@@ -12,5 +12,10 @@ def run(workflow: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def completed(result: Any) -> Any:
-    assert str(result.status) == "COMPLETED", result.error
+    failed = [
+        (n["node_name"], n["error"], (n["stderr"] or "")[-1500:])
+        for n in result.get_all_node_results()
+        if str(n["status"]) != "COMPLETED"
+    ]
+    assert str(result.status) == "COMPLETED", f"{result.error} {failed}"
     return result.result
