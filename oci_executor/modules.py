@@ -36,18 +36,23 @@ NEVER_SHIPPED = frozenset(
 """Top-level names that are never provided: the runner's own, or the interpreter's."""
 NOT_AS_SOURCE = frozenset({"covalent", "covalent_dispatcher", "oci_executor"})
 """Distributions too large (or compiled underneath) to travel as source: requirements only."""
+SCAN_BYTES = 1024 * 1024
+"""A function's pickle is walked this far."""
+INPUT_SCAN_BYTES = 256 * 1024
+"""An input's pickle is walked this far (about 0.1 s of pure-Python opcode walking at most)."""
 MAX_SOURCE_BYTES = 64 * 1024 * 1024
 """A task ships at most this much module source; beyond it the plan stops and says so."""
 _STRINGS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING"}
 _SUBIMPORT = {"subimport", "dynamic_subimport", "_import_module"}
 
 
-def referenced(pickles: Iterable[bytes]) -> set[str]:
-    """Dotted names of the modules ``pickles`` reference (classes, functions, modules)."""
+def referenced(pickles: Iterable[bytes], limit: int = SCAN_BYTES) -> set[str]:
+    """Dotted names of the modules ``pickles`` reference (classes, functions, modules), each
+    walked up to ``limit`` bytes (a class is named where its first instance is)."""
     found: set[str] = set()
     for data in pickles:
         if data:
-            found |= _scan(data)
+            found |= _scan(data[:limit])
     return found
 
 

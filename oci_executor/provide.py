@@ -51,15 +51,21 @@ def image_inventory(runner: Runner) -> modules.Inventory:
     return inventory
 
 
+def referenced(payload: TaskPayload) -> set[str]:
+    """The modules the task's pickles name (inputs walked only so far: see :mod:`modules`)."""
+    found = modules.referenced(payload.code_pickles())
+    return found | modules.referenced(payload.input_pickles(), modules.INPUT_SCAN_BYTES)
+
+
 def requirements_to_add(payload: TaskPayload, inventory: modules.Inventory) -> list[str]:
     """The ``name==version`` pins (this host's versions) of the installed distributions the
     task's pickles reference that its image lacks: what a declared environment should add."""
-    return modules.plan(modules.referenced(payload.pickles()), inventory).requirements
+    return modules.plan(referenced(payload), inventory).requirements
 
 
 def provide_modules(runner: Runner, payload: TaskPayload, extra: Sequence[str] = ()) -> None:
     """Attach to ``payload`` the module sources its image lacks, or raise naming what cannot travel."""
-    names = modules.referenced(payload.pickles())
+    names = referenced(payload)
     inventory = image_inventory(runner)
     plan = modules.plan(names, inventory, extra=extra)
     installs = any(step.kind == "pip" for step in payload.before)

@@ -58,11 +58,19 @@ class TaskPayload:
     outbound: list[tuple[str, str]] = field(default_factory=list)
     """(host path, label) the ``get`` steps' files are written to, in step order."""
 
-    def pickles(self) -> list[bytes]:
-        """Every pickled blob of the task: function, inputs and the steps' calls."""
-        found = [self.function, *self.args, *self.kwargs.values()]
+    def code_pickles(self) -> list[bytes]:
+        """The pickled functions: the task's and its steps'."""
+        steps = (*self.before, *self.after)
+        return [
+            self.function,
+            *(s.data["function"] for s in steps if isinstance(s.data.get("function"), bytes)),
+        ]
+
+    def input_pickles(self) -> list[bytes]:
+        """The pickled inputs: the task's arguments and its steps'."""
+        found = [*self.args, *self.kwargs.values()]
         for s in (*self.before, *self.after):
-            found += [s.data[k] for k in ("function", "args", "kwargs") if isinstance(s.data.get(k), bytes)]
+            found += [s.data[k] for k in ("args", "kwargs") if isinstance(s.data.get(k), bytes)]
         return found
 
     def encode(self, workdir: str | None = None) -> tuple[list[Blob], dict[str, Any]]:
