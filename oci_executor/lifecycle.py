@@ -37,6 +37,8 @@ class Runner:
     channel: Channel
     spec: ContainerSpec
     started: float = field(default_factory=time.monotonic)
+    modules_sent: set[str] = field(default_factory=set)
+    """Digests of the module folders this container already holds (sent once per container)."""
 
     def expires_in(self) -> float:
         """Seconds until the runner ends itself (its ``max_lifetime``)."""

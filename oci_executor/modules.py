@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 import importlib.metadata
 import importlib.util
 import logging
+import os
 import pickletools
 import re
 import sys
@@ -118,6 +120,22 @@ class ModulePlan:
     shipped: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     """Referenced top-level names nothing here can provide."""
+    stamps: dict[str, int] = field(default_factory=dict)
+    """Source file -> its mtime in ns when read (a changed file makes the plan stale)."""
+
+    def digest(self) -> str:
+        """A content hash of the files: the folder's name in the container."""
+        h = hashlib.sha256()
+        for path, data in sorted(self.files.items()):
+            h.update(path.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
+        return h.hexdigest()[:24]
+
+    def fresh(self) -> bool:
+        """Whether every source file is as it was read."""
+        try:
+            return all(os.stat(path).st_mtime_ns == stamp for path, stamp in self.stamps.items())
+        except OSError:
+            return False
 
 
 @functools.cache
@@ -210,6 +228,7 @@ def _ship(
             log.warning("module sources over %d MiB; %s is not shipped", MAX_SOURCE_BYTES >> 20, top)
             return
         result.files[file.relative_to(path.parent).as_posix()] = data
+        result.stamps[str(file)] = file.stat().st_mtime_ns
         if scan and file.suffix == ".py":
             imports |= _imports(data)
     result.shipped.append(top)

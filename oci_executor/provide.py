@@ -23,6 +23,7 @@ from oci_executor.task import TaskPayload
 log = logging.getLogger(__name__)
 
 _INVENTORIES: dict[str, modules.Inventory] = {}
+_PLANS: dict[tuple[frozenset[str], str, tuple[str, ...]], modules.ModulePlan] = {}
 _LOCK = threading.Lock()
 
 
@@ -67,7 +68,13 @@ def provide_modules(runner: Runner, payload: TaskPayload, extra: Sequence[str] =
     """Attach to ``payload`` the module sources its image lacks, or raise naming what cannot travel."""
     names = referenced(payload)
     inventory = image_inventory(runner)
-    plan = modules.plan(names, inventory, extra=extra)
+    key = (frozenset(names), runner.container.image_id or runner.container.image, tuple(extra))
+    with _LOCK:
+        plan = _PLANS.get(key)
+    if plan is None or not plan.fresh():  # a plan is made once, until a source file changes
+        plan = modules.plan(names, inventory, extra=extra)
+        with _LOCK:
+            _PLANS[key] = plan
     installs = any(step.kind == "pip" for step in payload.before)
     if plan.missing and installs:
         log.info(
@@ -82,10 +89,14 @@ def provide_modules(runner: Runner, payload: TaskPayload, extra: Sequence[str] =
             "install them in the task with DepsPip.",
             image=runner.container.image,
         )
-    if plan.shipped:
+    if not plan.files:
+        return
+    payload.module_digest = plan.digest()
+    if payload.module_digest not in runner.modules_sent:  # once per container: later tasks reuse them
         log.info(
             "shipping module(s) %s with the task (not in image %s)",
             ", ".join(plan.shipped),
             runner.container.image,
         )
-    payload.module_files = plan.files
+        payload.module_files = plan.files
+        runner.modules_sent.add(payload.module_digest)

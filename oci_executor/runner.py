@@ -411,8 +411,8 @@ def run_task(header: dict[str, Any], blobs: list[bytes], files: Any = None) -> t
     files = files or runner_files.TaskFiles()
     phase, label = "load", ""
     try:
-        if header.get("modules"):
-            files.add_modules({path: blobs[i] for path, i in header["modules"].items()})
+        if header.get("modules_digest"):
+            files.add_modules(header["modules_digest"], {p: blobs[i] for p, i in header["modules"].items()})
         if workdir:
             os.makedirs(workdir, exist_ok=True)
             os.chdir(workdir)

@@ -72,16 +72,25 @@ class TaskFiles:
             os.close(fd)
         self.staged[index] = path
 
-    def add_modules(self, files: dict[str, bytes]) -> None:
-        """Write module sources into a folder and put it first on ``sys.path``."""
-        root = os.path.join(self._dir(), "modules")
-        for relative, data in files.items():
-            path = os.path.normpath(os.path.join(root, relative))
-            if not path.startswith(root + os.sep):
-                continue
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as handle:
-                handle.write(data)
+    def add_modules(self, digest: str, files: dict[str, bytes]) -> None:
+        """Put the module folder ``digest`` first on ``sys.path``, writing ``files`` into it first
+        when they came with this task (the folder stays for the container's later tasks)."""
+        name = f"oci-modules-{os.path.basename(digest)}"
+        root = os.path.join(tempfile.gettempdir(), name)
+        if files and not os.path.isdir(root):
+            partial = tempfile.mkdtemp(prefix=f"{name}-")
+            for relative, data in files.items():
+                path = os.path.normpath(os.path.join(partial, relative))
+                if not path.startswith(partial + os.sep):
+                    continue
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "wb") as handle:
+                    handle.write(data)
+            os.chmod(partial, 0o755)
+            try:
+                os.rename(partial, root)
+            except OSError:  # another task wrote it first
+                shutil.rmtree(partial, ignore_errors=True)
         sys.path.insert(0, root)
 
     def put(self, index: int, dest: str) -> None:

@@ -55,6 +55,8 @@ class TaskPayload:
     after: list[Step] = field(default_factory=list)
     module_files: dict[str, bytes] = field(default_factory=dict)
     """Module sources to put on the task's ``sys.path`` (relative path -> content)."""
+    module_digest: str = ""
+    """Their content hash: the container keeps them in a folder of that name for later tasks."""
     outbound: list[tuple[str, str]] = field(default_factory=list)
     """(host path, label) the ``get`` steps' files are written to, in step order."""
 
@@ -100,6 +102,7 @@ class TaskPayload:
             "after": [step(s) for s in self.after],
             "workdir": workdir,
             "modules": {path: add(data) for path, data in sorted(self.module_files.items())},
+            "modules_digest": self.module_digest,
             "stage": stage,
         }
         return blobs, layout

@@ -43,8 +43,7 @@ def test_return_value_kinds_and_their_parts() -> None:
 
     @ct.lattice
     def workflow():  # type: ignore[no-untyped-def]
-        first, *_ = three()
-        return {"sub": pair(5)["right"], "attr": point(4).x, "first": first, "set": {1, 2}}
+        return {"sub": pair(5)["right"], "attr": point(4).x, "first": three()[0], "set": {1, 2}}
 
     assert completed(run(workflow)) == {"sub": 10, "attr": 4, "first": 1, "set": {1, 2}}
 
