@@ -122,13 +122,17 @@ class ModulePlan:
     """Referenced top-level names nothing here can provide."""
     stamps: dict[str, int] = field(default_factory=dict)
     """Source file -> its mtime in ns when read (a changed file makes the plan stale)."""
+    _digest: str = field(default="", repr=False)
 
     def digest(self) -> str:
-        """A content hash of the files: the folder's name in the container."""
+        """A content hash of the files: the folder's name in the container (computed once)."""
+        if self._digest:
+            return self._digest
         h = hashlib.sha256()
         for path, data in sorted(self.files.items()):
             h.update(path.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
-        return h.hexdigest()[:24]
+        self._digest = h.hexdigest()[:24]
+        return self._digest
 
     def fresh(self) -> bool:
         """Whether every source file is as it was read."""
