@@ -33,10 +33,10 @@ UPSTREAM_TAG = "v0.240.0"
 UPSTREAM_URL = f"https://github.com/AgnostiqHQ/covalent/archive/refs/tags/{UPSTREAM_TAG}.tar.gz"
 MODES = ("local", "docker", "podman", "podman-rootless")
 HOST_FILES = {
-    "test_local_file_transfer[True]": 'volumes=["/tmp:/tmp"] (the test copies between two host paths)',
-    "test_local_file_transfer_with_kwargs_single": 'volumes=["/tmp:/tmp"] (the test copies between two host paths)',
-    "test_local_file_transfer_with_kwargs_multiple": 'volumes=["/tmp:/tmp"] (the test copies between two host paths)',
-    "test_host_to_host_transfer_before": 'volumes=["/tmp:/tmp"] (the test copies between two host paths)',
+    "test_local_file_transfer[": 'both ends are host paths, checked on the host: volumes=["/tmp:/tmp"]',
+    "test_local_file_transfer_with_kwargs_": 'deletes the destination on the host: volumes=["/tmp:/tmp"]',
+    "test_local_file_transfer_collected_nodes": 'deletes the destinations on the host: volumes=["/tmp:/tmp"]',
+    "test_host_to_host_transfer_before": 'both ends are host paths, checked on the host: volumes=["/tmp:/tmp"]',
 }
 """Tests that reach host files by design (see docs/compatibility.md), with the volumes= form
 that makes them pass."""
@@ -68,7 +68,7 @@ def run_mode(mode: str, cwd: Path, tests: Path, env: dict[str, str], extra: list
     if mode != "local":
         env["OCI_COMPAT_ADDRESS"] = engines.address(mode)
     argv = [sys.executable, "-m", "pytest", str(tests), "-p", "compat_plugin", "-p", "no:cacheprovider"]
-    argv += [f"--confcutdir={tests}", f"--rootdir={cwd}"]
+    argv += [f"--confcutdir={tests}", f"--rootdir={cwd}", "--continue-on-collection-errors"]
     argv += ["-q", "-x" if "-x" in extra else "", f"--junitxml={report}", "--timeout=300", "-o", "addopts="]
     argv += [a for a in extra if a != "-x"]
     subprocess.run([a for a in argv if a], cwd=cwd, env=env, check=False, stdout=sys.stderr)
@@ -98,6 +98,9 @@ def main() -> int:
     parser.add_argument("--upstream", action="store_true", help="run Covalent's own functional tests")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--json", help="also write the outcomes to this file")
+    parser.add_argument(
+        "--volumes", default="", help='volumes= for the oci runs, comma-separated, e.g. "/tmp:/tmp"'
+    )
     args, extra = parser.parse_known_args()
     home = tempfile.mkdtemp(prefix="oci-compat-home-")
     os.environ.update(HOME=home, COVALENT_CONFIG_DIR=f"{home}/.config/covalent", COVALENT_DISABLE_DASK="1")
@@ -115,6 +118,7 @@ def main() -> int:
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(shim), os.environ.get("PYTHONPATH", "")) if p)
     env = dict(os.environ)
     env["OCI_COMPAT_IMAGE"] = engines.test_image()
+    env["OCI_COMPAT_VOLUMES"] = args.volumes
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "scripts"), str(ROOT), env.get("PYTHONPATH", "")])
     results: dict[str, dict[str, str]] = {}
     with running_server({"executors.oci.image": engines.test_image()}):

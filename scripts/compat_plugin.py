@@ -3,7 +3,7 @@
 Loaded with ``-p compat_plugin`` into a pytest session of Covalent workflow tests. With
 ``OCI_COMPAT_MODE`` set to a backend (``docker``, ``podman``), Covalent's metadata encoder is
 wrapped so that each executor and workflow executor that would be Covalent's ``local`` or
-``dask`` becomes ``OCIExecutor(backend=..., address=OCI_COMPAT_ADDRESS, image=OCI_COMPAT_IMAGE)``:
+``dask`` becomes ``OCIExecutor(backend=..., address=OCI_COMPAT_ADDRESS, image=OCI_COMPAT_IMAGE)`` (plus ``volumes=OCI_COMPAT_VOLUMES``):
 the tests run unchanged, their electrons in containers. ``OCI_COMPAT_MODE=local`` changes nothing.
 """
 
@@ -27,6 +27,8 @@ def pytest_configure(config: Any) -> None:
     options = {"backend": mode, "image": os.environ["OCI_COMPAT_IMAGE"], "keep_warm": 2.0}
     if os.environ.get("OCI_COMPAT_ADDRESS"):
         options["address"] = os.environ["OCI_COMPAT_ADDRESS"]
+    if os.environ.get("OCI_COMPAT_VOLUMES"):
+        options["volumes"] = os.environ["OCI_COMPAT_VOLUMES"].split(",")
     executor_data = OCIExecutor(**options).to_dict()
     original = transport.encode_metadata
 

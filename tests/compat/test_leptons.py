@@ -25,6 +25,7 @@ def test_bash_lepton_with_named_outputs() -> None:
 def test_bash_lepton_decorator() -> None:
     """Fails on Covalent 0.240.0's local executor with a current pip: the decorator adds an empty
     DepsPip, and `pip install` with nothing to install exits 1. oci skips an empty pip step."""
+
     @ct.leptons.bash(display_name="shout")
     def shout(word):  # type: ignore[no-untyped-def]
         return f"echo {word} | tr a-z A-Z"
