@@ -364,16 +364,16 @@ def _run_step(
 def _failure(phase: str, exc: BaseException, step: str = "") -> dict[str, Any]:
     cls = type(exc)
     message = _safe_str(exc)
+    trace = "".join(traceback.format_exception(cls, exc, exc.__traceback__))
     if step:  # which hook or transfer failed, as the user declared it
         message = f"{phase} step {step}: {message}"
+        trace += f"(raised by the {phase} step {step})\n"
     return {
         "ok": False,
         "phase": phase,
         "type": f"{cls.__module__}.{cls.__qualname__}",
         "message": _cut(message, protocol.MESSAGE_LIMIT),
-        "traceback": _cut(
-            "".join(traceback.format_exception(cls, exc, exc.__traceback__)), protocol.TRACEBACK_LIMIT
-        ),
+        "traceback": _cut(trace, protocol.TRACEBACK_LIMIT),
     }
 
 

@@ -205,3 +205,24 @@ def test_a_lattice_whose_executor_is_oci_postprocesses_and_builds_sublattices(
     result = _run(outer, 3)
     _completed(result)
     assert result.result == {"direct": (9, True), "nested": (16, True)}  # electrons ran in containers
+
+
+def test_a_failing_call_before_hook_is_named_in_the_error(server: str, engine_target: Target) -> None:
+    import covalent as ct
+
+    def prepare_dataset():  # type: ignore[no-untyped-def]
+        raise RuntimeError("the dataset server is down")
+
+    @ct.electron(executor=engine_target.executor(), call_before=[ct.DepsCall(prepare_dataset)])
+    def task():  # type: ignore[no-untyped-def]
+        return 1
+
+    @ct.lattice
+    def workflow():  # type: ignore[no-untyped-def]
+        return task()
+
+    result = _run(workflow)
+    assert str(result.status) == "FAILED"
+    error = _error(result)
+    assert "RuntimeError: the dataset server is down" in error
+    assert "(raised by the call_before step 'prepare_dataset')" in error
