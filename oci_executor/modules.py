@@ -123,6 +123,8 @@ class ModulePlan:
     stamps: dict[str, int] = field(default_factory=dict)
     """Source file -> its mtime in ns when read (a changed file makes the plan stale)."""
     _digest: str = field(default="", repr=False)
+    wanted: set[str] = field(default_factory=set, repr=False)
+    """The referenced modules and their parent packages: importing them runs their files."""
 
     def digest(self) -> str:
         """A content hash of the files: the folder's name in the container (computed once)."""
@@ -147,6 +149,12 @@ def _distributions() -> Mapping[str, list[str]]:
     return importlib.metadata.packages_distributions()
 
 
+def pin(top: str) -> str:
+    """``dist==version`` of the installed distribution providing ``top`` here, else ``top``."""
+    dists = _distributions().get(top, [])
+    return f"{dists[0]}=={_version(dists[0])}" if dists else top
+
+
 def _stdlib(top: str) -> bool:
     return top in sys.stdlib_module_names or top in sys.builtin_module_names
 
@@ -159,7 +167,9 @@ def plan(names: Iterable[str], inventory: Inventory, *, extra: Iterable[str] = (
     result = ModulePlan()
     done: set[str] = set()
     size = [0]
-    for top in sorted({n.split(".")[0] for n in names if n}):
+    names = [n for n in names if n]
+    result.wanted = {".".join(n.split(".")[: i + 1]) for n in names for i in range(n.count(".") + 1)}
+    for top in sorted({n.split(".")[0] for n in names}):
         _provide(top, inventory, result, done, size, direct=True)
     for name in extra:
         top = name.split(".")[0]
@@ -225,6 +235,7 @@ def _ship(
         else [path]
     )
     imports: set[str] = set()
+    required: set[str] = set()
     for file in files:
         data = file.read_bytes()
         size[0] += len(data)
@@ -235,19 +246,26 @@ def _ship(
         result.stamps[str(file)] = file.stat().st_mtime_ns
         if scan and file.suffix == ".py":
             imports |= _imports(data)
+            dotted = list(file.relative_to(path.parent).with_suffix("").parts)
+            if dotted[-1] == "__init__":
+                dotted.pop()
+            if file == path or ".".join(dotted) in result.wanted:  # run when the task loads
+                required |= _imports(data, top_level=True)
     result.shipped.append(top)
     for name in sorted(imports):
-        _provide(name, inventory, result, done, size, direct=False)
+        _provide(name, inventory, result, done, size, direct=name in required)
 
 
-def _imports(source: bytes) -> set[str]:
-    """Top-level names of absolute imports in ``source`` (relative ones stay in the package)."""
+def _imports(source: bytes, top_level: bool = False) -> set[str]:
+    """Top-level names of absolute imports in ``source`` (relative ones stay in the package);
+    with ``top_level``, only the module body's own import statements (run on import, not
+    guarded by ``try``): a module the task cannot do without."""
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
         return set()
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in tree.body if top_level else ast.walk(tree):
         if isinstance(node, ast.Import):
             names |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and not node.level and node.module:

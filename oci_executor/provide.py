@@ -84,7 +84,7 @@ def provide_modules(runner: Runner, payload: TaskPayload, extra: Sequence[str] =
         raise ModuleUnavailableError(
             f"the task needs module(s) {', '.join(sorted(set(plan.missing)))}, which image "
             f"{runner.container.image!r} does not have and which cannot travel with the task as source "
-            f"(compiled code, or not found on this host; this host has: {', '.join(plan.requirements) or 'none'}). "
+            f"(compiled code, or not found on this host; this host has: {', '.join(modules.pin(t) for t in sorted(set(plan.missing)))}). "
             "Use an image that has them (e.g. a Dockerfile with `pip install` of those versions), or "
             "install them in the task with DepsPip.",
             image=runner.container.image,

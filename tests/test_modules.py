@@ -100,3 +100,10 @@ def test_a_deps_bash_naming_a_host_path_warns_once(tmp_path: Path, caplog: pytes
         warn_host_paths([command], [])
         warn_host_paths([command], [])
     assert caplog.text.count("names") == 1 and f"volumes=['{tmp_path}:{tmp_path}']" in caplog.text
+
+
+def test_a_shipped_module_that_imports_covalent_on_load_needs_it_in_the_image() -> None:
+    plan = modules.plan({"tests.compat.test_basic"}, modules.Inventory(frozenset()))
+    assert "tests/compat/test_basic.py" in plan.files
+    assert plan.missing == ["covalent"] and modules.pin("covalent").startswith("covalent==0.240")
+    assert not modules.plan({"tests.compat.test_basic"}, modules.Inventory(frozenset({"covalent"}))).missing
