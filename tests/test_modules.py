@@ -107,3 +107,10 @@ def test_a_shipped_module_that_imports_covalent_on_load_needs_it_in_the_image() 
     assert "tests/compat/test_basic.py" in plan.files
     assert plan.missing == ["covalent"] and modules.pin("covalent").startswith("covalent==0.240")
     assert not modules.plan({"tests.compat.test_basic"}, modules.Inventory(frozenset({"covalent"}))).missing
+
+
+def test_extra_modules_travel_even_when_the_image_has_them(project: object) -> None:
+    inventory = modules.Inventory(frozenset({"wf_helper", "wf_helper_math"}))
+    assert not modules.plan({"wf_helper"}, inventory).files
+    plan = modules.plan(set(), inventory, extra=["wf_helper"])
+    assert "wf_helper.py" in plan.files and plan.shipped == ["wf_helper"]
