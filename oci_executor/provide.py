@@ -17,7 +17,7 @@ from oci_executor import modules, protocol
 from oci_executor.channel import ChannelClosed, FrameReader
 from oci_executor.errors import ModuleUnavailableError
 from oci_executor.execute import TaskNotStarted
-from oci_executor.lifecycle import Runner
+from oci_executor.lifecycle import RunnerHandle
 from oci_executor.task import TaskPayload
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ _PLANS: dict[tuple[frozenset[str], str, tuple[str, ...]], modules.ModulePlan] = 
 _LOCK = threading.Lock()
 
 
-def image_inventory(runner: Runner) -> modules.Inventory:
+def image_inventory(runner: RunnerHandle) -> modules.Inventory:
     """What the runner's image can import; asked once per image ID in this process."""
     key = runner.container.image_id or runner.container.image
     with _LOCK:
@@ -64,7 +64,7 @@ def requirements_to_add(payload: TaskPayload, inventory: modules.Inventory) -> l
     return modules.plan(referenced(payload), inventory).requirements
 
 
-def provide_modules(runner: Runner, payload: TaskPayload, extra: Sequence[str] = ()) -> None:
+def provide_modules(runner: RunnerHandle, payload: TaskPayload, extra: Sequence[str] = ()) -> None:
     """Attach to ``payload`` the module sources its image lacks, or raise naming what cannot travel."""
     names = referenced(payload)
     inventory = image_inventory(runner)

@@ -8,7 +8,9 @@ frames, and finally an EXIT frame. It ends when its stdin closes (the host went 
 engine then removes the container), or after its maximum lifetime.
 
 Standard library only, apart from the cloudpickle copy the host ships with it. Keep this
-file free of imports from ``oci_executor`` other than the protocol.
+file free of imports from ``oci_executor`` other than the protocol and
+:mod:`oci_executor.runner_task` (what runs in the task's child process: Covalent's steps, the
+function, the result record), shipped beside it.
 """
 
 from __future__ import annotations
@@ -20,26 +22,19 @@ import os
 import platform
 import select
 import signal
-import struct
-import subprocess
 import sys
-import traceback
-from collections.abc import Callable
 from typing import Any
 
-try:  # the copy shipped with the runner (the bootstrap provides it, on every backend)
+try:  # the copies shipped with the runner (the bootstrap provides them, on every backend)
     import oci_protocol as protocol
-except ImportError:  # imported on the host, outside a runner
-    from oci_executor import protocol
-try:
     import oci_runner_files as runner_files
-except ImportError:
-    from oci_executor import runner_files
+    from oci_runner_task import perform_task
+except ImportError:  # imported on the host, outside a runner
+    from oci_executor import protocol, runner_files
+    from oci_executor.runner_task import perform_task
 
-RESERVED_RETVAL_KEY_FILES = "files"
 F_SETPIPE_SZ = 1031  # Linux fcntl
 PIPE_SIZE = 1024 * 1024
-_LEN = struct.Struct(">Q")
 
 
 # -- low-level I/O -------------------------------------------------------------------------
@@ -301,7 +296,7 @@ def _child_main(header: dict[str, Any], in_r: int, res_w: int) -> None:
     sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
     sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
     try:
-        record, value = run_task(header, blobs, files)
+        record, value = perform_task(header, blobs, files)
         del blobs
         _send_result(record, value, files, res_w)
     finally:
@@ -309,150 +304,15 @@ def _child_main(header: dict[str, Any], in_r: int, res_w: int) -> None:
 
 
 def _send_result(record: dict[str, Any], value: bytes, files: Any, res_w: int) -> None:
+    """The record, the value's bytes, then the bytes of each file the task sends back."""
     record["version"] = protocol.VERSION
     sys.stdout.flush()
     sys.stderr.flush()
     raw = protocol.encode_record(record)
-    _write_all(res_w, _LEN.pack(len(raw)) + raw)
+    _write_all(res_w, protocol.RECORD_LENGTH.pack(len(raw)) + raw)
     view = memoryview(value)
     for start in range(0, len(view), protocol.CHUNK):
         _write_all(res_w, view[start : start + protocol.CHUNK])
     if record.get("ok"):
         files.send(res_w)
     os.close(res_w)
-
-
-def _run_step(
-    step: dict[str, Any],
-    blobs: list[bytes],
-    loads: Callable[[bytes], Any],
-    retvals: dict[str, list[Any]],
-    files: Any = None,
-) -> None:
-    kind = step["kind"]
-    if kind == "put":
-        files.put(step["source"], step["dest"])
-    elif kind == "get":
-        files.get(step["src"])
-    elif kind == "bash":
-        for command in step["commands"]:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            subprocess.run(command, shell=True, check=True, stdin=subprocess.DEVNULL)
-    elif kind == "pip":
-        argv = [sys.executable, "-m", "pip", "install", "--no-input"]
-        if step.get("requirements"):
-            req = os.path.join(os.getcwd(), ".oci-requirements.txt")
-            with open(req, "w", encoding="utf-8") as handle:
-                handle.write(step["requirements"])
-            argv += ["-r", req]
-        else:
-            argv += list(step["packages"])
-        sys.stdout.flush()
-        sys.stderr.flush()
-        subprocess.run(argv, check=True, stdin=subprocess.DEVNULL)
-    elif kind == "call":
-        function = loads(blobs[step["function"]])
-        value = function(*loads(blobs[step["args"]]), **loads(blobs[step["kwargs"]]))
-        key = step.get("retval_key")
-        if key:
-            retvals.setdefault(key, []).append(value)
-    else:
-        raise ValueError(f"unknown step kind {kind!r}")
-
-
-def _failure(phase: str, exc: BaseException, step: str = "") -> dict[str, Any]:
-    cls = type(exc)
-    message = _safe_str(exc)
-    trace = "".join(traceback.format_exception(cls, exc, exc.__traceback__))
-    if step:  # which hook or transfer failed, as the user declared it
-        message = f"{phase} step {step}: {message}"
-        trace += f"(raised by the {phase} step {step})\n"
-    return {
-        "ok": False,
-        "phase": phase,
-        "type": f"{cls.__module__}.{cls.__qualname__}",
-        "message": _cut(message, protocol.MESSAGE_LIMIT),
-        "traceback": _cut(trace, protocol.TRACEBACK_LIMIT),
-    }
-
-
-def _safe_str(obj: object) -> str:
-    try:
-        return str(obj)
-    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the result
-        return f"<{type(obj).__name__}>"
-
-
-def _short_text(value: object) -> str:
-    """``str(value)`` for Covalent's result summary, without rendering a huge value whole."""
-    limit = protocol.REPR_LIMIT
-    if isinstance(value, str):
-        return value[:limit]
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return str(bytes(value[:limit]))[:limit]
-    if isinstance(value, (list, tuple, dict, set, frozenset)):
-        import reprlib
-
-        short = reprlib.Repr()
-        short.maxlevel, short.maxstring, short.maxother = 3, limit, limit
-        short.maxlist = short.maxtuple = short.maxdict = short.maxset = short.maxfrozenset = 100
-        return short.repr(value)[:limit]
-    return _safe_str(value)[:limit]
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit // 2] + "\n[... cut ...]\n" + text[-limit // 2 :]
-
-
-def run_task(header: dict[str, Any], blobs: list[bytes], files: Any = None) -> tuple[dict[str, Any], bytes]:
-    """Run one task; return its result record and the value's pickled bytes."""
-    workdir = header.get("workdir")
-    files = files or runner_files.TaskFiles()
-    phase, label = "load", ""
-    try:
-        if header.get("modules_digest"):
-            files.add_modules(header["modules_digest"], {p: blobs[i] for p, i in header["modules"].items()})
-        if workdir:
-            os.makedirs(workdir, exist_ok=True)
-            os.chdir(workdir)
-        import cloudpickle
-
-        loads = cloudpickle.loads
-        function = loads(blobs[header["function"]])
-        args = [loads(blobs[i]) for i in header["args"]]
-        kwargs = {k: loads(blobs[i]) for k, i in header["kwargs"].items()}
-
-        phase = "call_before"
-        retvals: dict[str, list[Any]] = {}
-        for step in header["before"]:
-            label = step.get("label", "")
-            _run_step(step, blobs, loads, retvals, files)
-        label = ""
-        for key, values in retvals.items():
-            single = len(values) == 1 and key != RESERVED_RETVAL_KEY_FILES
-            kwargs[key] = values[0] if single else values
-
-        phase = "task"
-        output = function(*args, **kwargs)
-
-        phase = "call_after"
-        for step in header["after"]:
-            label = step.get("label", "")
-            _run_step(step, blobs, loads, {}, files)
-        label = ""
-
-        phase = "result"
-        value = cloudpickle.dumps(output)
-        record = {
-            "ok": True,
-            "size": len(value),
-            "repr": _short_text(output),
-            "python": platform.python_version(),
-            "cloudpickle": cloudpickle.__version__,
-        }
-        if files.outbound:
-            record["files"] = files.sizes()
-    except BaseException as exc:  # noqa: BLE001 - everything the task raises is reported
-        return _failure(phase, exc, label), b""
-    return record, value

@@ -27,9 +27,8 @@ from oci_executor.covalent.hostpaths import warn_host_paths
 from oci_executor.covalent.tasks import runs_on_host
 from oci_executor.covalent.wrapper import build_task, transportable
 from oci_executor.errors import ContainerNotFoundError, OCIExecutorError, TaskTimeoutError
-from oci_executor.options import check_time_limit
-from oci_executor.pool import shared_backend
-from oci_executor.registry import AUTO, default_registry
+from oci_executor.parsing import check_time_limit
+from oci_executor.registry import AUTO, default_registry, shared_backend
 from oci_executor.task import TaskOutcome
 
 log = logging.getLogger(__name__)
