@@ -1,4 +1,5 @@
-"""The ``oci-executor`` command line: ``demo``, ``doctor``, ``pull``, ``ls`` and ``gc``.
+"""The ``oci-executor`` command line: ``demo``, ``doctor``, ``pull``, ``ls``, ``gc``, and
+``logs``, ``trace``, ``report`` (:mod:`oci_executor.cli_observe`).
 
 ``doctor`` and ``demo`` import their modules only when run, so ``ls`` and ``gc`` work
 without Covalent's import cost.
@@ -15,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 
-from oci_executor import inventory
+from oci_executor import cli_observe, inventory
 from oci_executor.doctor import add_arguments as doctor_arguments
 from oci_executor.errors import OCIExecutorError
 from oci_executor.settings import defaults
@@ -257,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="DURATION",
                 help="only containers created at least this long ago (90s, 15m, 2h, 1d)",
             )
+    cli_observe.add_commands(sub)
     return parser
 
 

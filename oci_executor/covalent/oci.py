@@ -25,7 +25,7 @@ from oci_executor.backend import BackendConfig, Container, ContainerSpec
 from oci_executor.core import our_labels, run_task
 from oci_executor.covalent.hostpaths import warn_host_paths
 from oci_executor.covalent.tasks import runs_on_host
-from oci_executor.covalent.wrapper import build_task, transportable
+from oci_executor.covalent.wrapper import build_task, task_name, transportable
 from oci_executor.errors import ContainerNotFoundError, OCIExecutorError, TaskTimeoutError
 from oci_executor.parsing import check_time_limit
 from oci_executor.registry import AUTO, default_registry, shared_backend
@@ -134,6 +134,7 @@ class OCIExecutor(AsyncBaseExecutor):
             node_id=str(task_metadata.get("node_id", "")),
             time_limit=self.time_limit,
             on_container=on_container,
+            name=task_name(function),
         )
 
     # -- Covalent's entry points -------------------------------------------------------

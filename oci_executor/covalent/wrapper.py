@@ -101,3 +101,15 @@ def transportable(outcome: TaskOutcome) -> Any:
         "attrs": {"doc": "", "name": ""},
     }
     return obj
+
+
+def task_name(function: Callable[..., Any]) -> str:
+    """The electron's function name (for logs and the trace), read without unpickling it."""
+    from covalent.executor.utils.wrappers import wrapper_fn
+
+    if isinstance(function, functools.partial) and function.func is wrapper_fn:
+        try:
+            return str(function.args[0].attrs.get("name", ""))
+        except (AttributeError, IndexError, KeyError):
+            return ""
+    return str(getattr(function, "__name__", ""))
