@@ -23,6 +23,7 @@ from oci_executor.lifecycle import start_runner
 from oci_executor.owner import this_owner
 from oci_executor.parsing import check_time_limit
 from oci_executor.pool import POOL, pool_key
+from oci_executor.provide import provide_modules
 from oci_executor.registry import shared_backend
 from oci_executor.task import TaskOutcome, TaskPayload
 from oci_executor.trace import TaskTrace
@@ -94,6 +95,8 @@ def _run(
         try:
             if on_container is not None:
                 on_container(runner.container)
+            if values.get("ship_modules", True):
+                provide_modules(runner, payload, values.get("extra_modules", ()))
             outcome = execute(
                 runner,
                 payload,

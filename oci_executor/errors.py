@@ -16,6 +16,8 @@
     │   ├── ContainerNotFoundError    the container is gone
     │   └── ContainerError            any other engine failure, with the engine's message
     ├── TaskSerializationError        the task's function or inputs cannot be pickled
+    ├── ModuleUnavailableError        a module the task references is neither in the image nor shippable
+    ├── FileTransferError             a FileTransfer could not read or write its file on the host
     ├── ResultSerializationError      the task's return value cannot be pickled
     ├── RunnerError                   the runner or the task's process ended without a result
     ├── TaskTimeoutError              the task ran over time_limit (carries what it printed)
@@ -153,6 +155,14 @@ class ContainerError(BackendError):
 
 class TaskSerializationError(OCIExecutorError):
     """The task's function or inputs cannot be pickled for shipping."""
+
+
+class ModuleUnavailableError(OCIExecutorError):
+    """A module the task references is not in the image and cannot travel with the task."""
+
+
+class FileTransferError(OCIExecutorError):
+    """A FileTransfer could not read or write its file on the host (the message names it)."""
 
 
 class ResultSerializationError(OCIExecutorError):

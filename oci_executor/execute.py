@@ -26,8 +26,9 @@ from oci_executor.errors import (
     TaskTimeoutError,
 )
 from oci_executor.lifecycle import RunnerHandle
-from oci_executor.task import TaskOutcome, TaskPayload, outcome_from_record
+from oci_executor.task import FileSource, TaskOutcome, TaskPayload, outcome_from_record
 from oci_executor.trace import TaskTrace
+from oci_executor.transfer import FileSinks, send_file
 
 log = logging.getLogger(__name__)
 AFFORDABLE_WITHOUT_CHECK = 64 * 1024 * 1024
@@ -41,7 +42,8 @@ class TaskNotStarted(ChannelClosed):
 class _Result:
     """Assembles the DATA frames: record length, record, then the value into one buffer."""
 
-    def __init__(self) -> None:
+    def __init__(self, sinks: FileSinks) -> None:
+        self.sinks = sinks
         self.head = bytearray()
         self.record: dict[str, Any] | None = None
         self.value: bytearray | None = None
@@ -50,11 +52,18 @@ class _Result:
     def feed(self, reader: FrameReader, size: int) -> None:
         while size:
             if self.value is not None:
-                if self.filled + size > len(self.value):
+                take = min(size, len(self.value) - self.filled)
+                if take:
+                    reader.read_into(memoryview(self.value)[self.filled : self.filled + take])
+                    self.filled += take
+                    size -= take
+                    continue
+                if not self.sinks.pending():
                     raise protocol.ProtocolError("the task's result is longer than its record says")
-                reader.read_into(memoryview(self.value)[self.filled : self.filled + size])
-                self.filled += size
-                return
+                take = min(size, protocol.CHUNK)
+                self.sinks.write(reader.read(take))
+                size -= take
+                continue
             if len(self.head) < protocol.RECORD_LENGTH.size:
                 take = min(size, protocol.RECORD_LENGTH.size - len(self.head))
             else:
@@ -72,6 +81,8 @@ class _Result:
                 wanted = int(self.record.get("size", 0)) if self.record["ok"] else 0
                 _check_affordable(wanted)
                 self.value = bytearray(wanted)
+                if self.record["ok"]:
+                    self.sinks.expect(self.record.get("files", []))
 
     def _record_len(self) -> int:
         return int(protocol.RECORD_LENGTH.unpack(self.head[: protocol.RECORD_LENGTH.size])[0])
@@ -117,6 +128,7 @@ def execute(
     channel = runner.channel
     reader = FrameReader(channel)
     extra = {"pids_limit": pids_limit, "secrets": dict(secrets or {})}
+    sinks = FileSinks([path for path, _ in payload.outbound], [label for _, label in payload.outbound])
     if trace is not None:
         trace.phase("send")
     try:
@@ -147,7 +159,7 @@ def execute(
         timer = threading.Timer(time_limit, expire)
         timer.daemon = True
         timer.start()
-    result = _Result()
+    result = _Result(sinks)
     stdout: list[bytes] = []
     stderr: list[bytes] = []
     try:
@@ -201,6 +213,7 @@ def execute(
             "wrote where the runner's result belongs; nothing of it was loaded on the host."
         ) from None
     finally:
+        sinks.close()
         if timer is not None:
             timer.cancel()
     if timed_out.is_set() or end.get("killed"):
@@ -226,6 +239,8 @@ def execute(
             stdout=out,
             stderr=err + outcome.traceback,
         )
+    if outcome.ok and (sinks.error or sinks.pending()):
+        raise sinks.error or RunnerError("the task's files did not all arrive; the container is discarded")
     return dataclasses.replace(outcome, container_id=runner.container.id)
 
 
@@ -237,7 +252,9 @@ def _send_task(
     header = json.dumps(protocol.task_header([len(b) for b in blobs], {**layout, **extra})).encode("utf-8")
     runner.channel.send(protocol.frame(protocol.TASK, header))
     for blob in blobs:
-        if blob:
+        if isinstance(blob, FileSource):
+            send_file(runner.channel, blob)
+        elif blob:
             runner.channel.send(blob)
 
 

@@ -38,6 +38,8 @@ class RunnerHandle:
     channel: Channel
     spec: ContainerSpec
     started: float = field(default_factory=time.monotonic)
+    modules_sent: set[str] = field(default_factory=set)
+    """Digests of the module folders this container already holds (sent once per container)."""
 
     def expires_in(self) -> float:
         """Seconds until the runner ends itself (its ``max_lifetime``)."""
@@ -46,13 +48,14 @@ class RunnerHandle:
 
 @functools.cache
 def runner_modules() -> bytes:
-    """The MODULES frame body: the runner, the protocol and cloudpickle, as sources."""
+    """The MODULES frame body: the runner (and its file helpers), the protocol and cloudpickle, as sources."""
     package = importlib.resources.files("oci_executor")
     modules: dict[str, tuple[bool, str]] = {
         "oci_runner": (False, package.joinpath("runner.py").read_text(encoding="utf-8")),
         "oci_runner_task": (False, package.joinpath("runner_task.py").read_text(encoding="utf-8")),
         protocol.PROTOCOL_MODULE: (False, package.joinpath("protocol.py").read_text(encoding="utf-8")),
         "oci_inside": (False, package.joinpath("inside.py").read_text(encoding="utf-8")),
+        "oci_runner_files": (False, package.joinpath("runner_files.py").read_text(encoding="utf-8")),
     }
     root = Path(cloudpickle.__file__).parent
     for path in sorted(root.rglob("*.py")):

@@ -39,6 +39,7 @@ _FIELDS: dict[str, tuple[type, ...]] = {
     "size": (int,),
     "version": (int,),
     "limit": (str,),
+    "files": (list,),
 }
 
 
@@ -73,6 +74,9 @@ def decode_record(raw: bytes) -> dict[str, Any]:
         size = record.get("size")
         if not isinstance(size, int) or size < 0:
             raise ProtocolError("a successful result record has no value size")
+    for size in record.get("files", []):
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ProtocolError("the result record's 'files' are not sizes")
     return record
 
 
@@ -90,6 +94,8 @@ TASK = b"T"
 """JSON task header (:func:`task_header`); ``size`` raw payload bytes follow."""
 KILL = b"K"
 """Kill the running task (time limit, cancel)."""
+QUERY = b"Q"
+"""Ask an idle runner what its image can import; it answers INVENTORY."""
 
 # runner -> host
 ACK = b"A"
@@ -99,7 +105,10 @@ HELLO = b"H"
 READY = b"R"
 """JSON ``{"version": VERSION}``: the runner is loaded and waits for tasks."""
 DATA = b"D"
-"""A chunk of the task's result stream: 8-byte record length, record JSON, value bytes."""
+"""A chunk of the task's result stream: 8-byte record length, record JSON, value bytes, then
+the bytes of each file the record's ``files`` lists (transfers out of the container)."""
+INVENTORY = b"I"
+"""JSON ``{"modules": [top-level names], "versions": {name: version}}``, answering QUERY."""
 STDOUT = b"O"
 STDERR = b"E"
 EXIT = b"X"

@@ -28,9 +28,10 @@ from typing import Any
 try:  # the copies shipped with the runner (the bootstrap provides them, on every backend)
     import oci_inside as inside
     import oci_protocol as protocol
+    import oci_runner_files as runner_files
     from oci_runner_task import perform_task
 except ImportError:  # imported on the host, outside a runner
-    from oci_executor import inside, protocol
+    from oci_executor import inside, protocol, runner_files
     from oci_executor.runner_task import perform_task
 
 F_SETPIPE_SZ = 1031  # Linux fcntl
@@ -127,6 +128,8 @@ def serve(argv: list[str]) -> None:
         kind, body = message
         if kind == protocol.TASK:
             _serve_task(json.loads(body.decode("utf-8")), wake_r)
+        elif kind == protocol.QUERY:
+            _send_json(protocol.INVENTORY, runner_files.inventory())
         # KILL with no task running, or an unknown frame: nothing to do.
 
 
@@ -310,13 +313,27 @@ def _drain(fd: int) -> None:
 
 def _child_main(header: dict[str, Any], in_r: int, res_w: int, ev_w: int) -> None:
     blobs = []
-    for size in header["sizes"]:
+    files = runner_files.TaskFiles()
+    stage = set(header.get("stage", []))
+    for index, size in enumerate(header["sizes"]):
+        if index in stage:  # an inbound file: onto disk as it arrives, not into memory
+            files.stage(index, in_r, size)
+            blobs.append(b"")
+            continue
         blob = _read_exact(in_r, size) if size else b""
         blobs.append(blob or b"")
     os.close(in_r)
     inside.install(ev_w)  # live stdout/stderr, oci_executor.task.progress()
-    record, value = perform_task(header, blobs)
-    del blobs
+    try:
+        record, value = perform_task(header, blobs, files)
+        del blobs
+        _send_result(record, value, files, res_w)
+    finally:
+        files.clean()
+
+
+def _send_result(record: dict[str, Any], value: bytes, files: Any, res_w: int) -> None:
+    """The record, the value's bytes, then the bytes of each file the task sends back."""
     record["version"] = protocol.VERSION
     sys.stdout.flush()
     sys.stderr.flush()
@@ -325,4 +342,6 @@ def _child_main(header: dict[str, Any], in_r: int, res_w: int, ev_w: int) -> Non
     view = memoryview(value)
     for start in range(0, len(view), protocol.CHUNK):
         _write_all(res_w, view[start : start + protocol.CHUNK])
+    if record.get("ok"):
+        files.send(res_w)
     os.close(res_w)

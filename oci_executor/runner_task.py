@@ -17,19 +17,28 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-try:  # the copy shipped with the runner
+try:  # the copies shipped with the runner
     import oci_protocol as protocol
+    import oci_runner_files as runner_files
 except ImportError:  # imported on the host, outside a runner
-    from oci_executor import protocol
+    from oci_executor import protocol, runner_files
 
 RESERVED_RETVAL_KEY_FILES = "files"
 
 
 def _run_step(
-    step: dict[str, Any], blobs: list[bytes], loads: Callable[[bytes], Any], retvals: dict[str, list[Any]]
+    step: dict[str, Any],
+    blobs: list[bytes],
+    loads: Callable[[bytes], Any],
+    retvals: dict[str, list[Any]],
+    files: Any = None,
 ) -> None:
     kind = step["kind"]
-    if kind == "bash":
+    if kind == "put":  # a host file, staged as it arrived, moved into place now
+        files.put(step["source"], step["dest"])
+    elif kind == "get":  # a file sent back to the host after the value
+        files.get(step["src"])
+    elif kind == "bash":
         for command in step["commands"]:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -56,16 +65,19 @@ def _run_step(
         raise ValueError(f"unknown step kind {kind!r}")
 
 
-def _failure(phase: str, exc: BaseException) -> dict[str, Any]:
+def _failure(phase: str, exc: BaseException, step: str = "") -> dict[str, Any]:
     cls = type(exc)
+    message = _safe_str(exc)
+    trace = "".join(traceback.format_exception(cls, exc, exc.__traceback__))
+    if step:  # which hook or transfer failed, as the user declared it
+        message = f"{phase} step {step}: {message}"
+        trace += f"(raised by the {phase} step {step})\n"
     return {
         "ok": False,
         "phase": phase,
         "type": f"{cls.__module__}.{cls.__qualname__}",
-        "message": _cut(_safe_str(exc), protocol.MESSAGE_LIMIT),
-        "traceback": _cut(
-            "".join(traceback.format_exception(cls, exc, exc.__traceback__)), protocol.TRACEBACK_LIMIT
-        ),
+        "message": _cut(message, protocol.MESSAGE_LIMIT),
+        "traceback": _cut(trace, protocol.TRACEBACK_LIMIT),
     }
 
 
@@ -118,13 +130,19 @@ def _hit_process_limit(exc: BaseException, limit: Any) -> bool:
     return False
 
 
-def perform_task(header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], bytes]:
-    """Run one task; return its result record and the value's pickled bytes."""
+def perform_task(
+    header: dict[str, Any], blobs: list[bytes], files: Any = None
+) -> tuple[dict[str, Any], bytes]:
+    """Run one task; return its result record and the value's pickled bytes. ``files`` holds
+    its staged inbound files and collects the outbound ones (:mod:`oci_executor.runner_files`)."""
     workdir = header.get("workdir")
     os.environ.update(header.pop("secrets", None) or {})  # this process and its children only
     limit = header.get("pids_limit")
-    phase = "load"
+    files = files or runner_files.TaskFiles()
+    phase, label = "load", ""
     try:
+        if header.get("modules_digest"):  # modules that travel with the task, first on sys.path
+            files.add_modules(header["modules_digest"], {p: blobs[i] for p, i in header["modules"].items()})
         if workdir:
             os.makedirs(workdir, exist_ok=True)
             os.chdir(workdir)
@@ -138,7 +156,9 @@ def perform_task(header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, 
         phase = "call_before"
         retvals: dict[str, list[Any]] = {}
         for step in header["before"]:
-            _run_step(step, blobs, loads, retvals)
+            label = step.get("label", "")
+            _run_step(step, blobs, loads, retvals, files)
+        label = ""
         for key, values in retvals.items():
             single = len(values) == 1 and key != RESERVED_RETVAL_KEY_FILES
             kwargs[key] = values[0] if single else values
@@ -148,7 +168,9 @@ def perform_task(header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, 
 
         phase = "call_after"
         for step in header["after"]:
-            _run_step(step, blobs, loads, {})
+            label = step.get("label", "")
+            _run_step(step, blobs, loads, {}, files)
+        label = ""
 
         phase = "result"
         value = cloudpickle.dumps(output)
@@ -159,8 +181,10 @@ def perform_task(header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, 
             "python": platform.python_version(),
             "cloudpickle": cloudpickle.__version__,
         }
+        if files.outbound:
+            record["files"] = files.sizes()
     except BaseException as exc:  # noqa: BLE001 - everything the task raises is reported
-        failure = _failure(phase, exc)
+        failure = _failure(phase, exc, label)
         if _hit_process_limit(exc, limit):
             failure["limit"] = "pids"
         return failure, b""

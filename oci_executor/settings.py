@@ -216,6 +216,20 @@ OPTIONS: tuple[Option, ...] = (
         "seconds an idle warm container waits for another task before it is removed (in the background); `0`: removed after each task",
     ),
     Option(
+        "ship_modules",
+        "bool",
+        True,
+        o.flag("ship_modules"),
+        "modules the task's pickles reference that the image lacks travel with it: your project's modules and pure-Python distributions as source (see [what runs where](what-runs-where.md)); `False`: only the image's",
+    ),
+    Option(
+        "extra_modules",
+        "list[str]",
+        [],
+        lambda v: o.check_string_list(v, "extra_modules"),
+        'modules to ship as source with every task whatever the image has, e.g. `["mypkg"]` (a module imported only inside a function is not in the pickle)',
+    ),
+    Option(
         "queue_timeout",
         "float",
         600.0,

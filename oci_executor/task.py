@@ -39,10 +39,24 @@ def event(message: str, **data: Any) -> None:
 
 
 @dataclass(frozen=True)
+class FileSource:
+    """A host file sent as a payload blob, read in chunks while it is sent (never held whole)."""
+
+    path: str
+    size: int
+
+    def __len__(self) -> int:
+        return self.size
+
+
+Blob = bytes | FileSource
+
+
+@dataclass(frozen=True)
 class Step:
     """A call-before or call-after step, in the runner's terms."""
 
-    kind: str  # "bash", "pip" or "call"
+    kind: str  # "bash", "pip", "call", "put" (a host file into the container) or "get" (out)
     data: Mapping[str, Any]
 
     def as_record(self) -> dict[str, Any]:
@@ -58,19 +72,43 @@ class TaskPayload:
     kwargs: dict[str, bytes]
     before: list[Step] = field(default_factory=list)
     after: list[Step] = field(default_factory=list)
+    module_files: dict[str, bytes] = field(default_factory=dict)
+    """Module sources to put on the task's ``sys.path`` (relative path -> content)."""
+    module_digest: str = ""
+    """Their content hash: the container keeps them in a folder of that name for later tasks."""
+    outbound: list[tuple[str, str]] = field(default_factory=list)
+    """(host path, label) the ``get`` steps' files are written to, in step order."""
 
-    def encode(self, workdir: str | None = None) -> tuple[list[bytes], dict[str, Any]]:
+    def code_pickles(self) -> list[bytes]:
+        """The pickled functions: the task's and its steps'."""
+        steps = (*self.before, *self.after)
+        return [
+            self.function,
+            *(s.data["function"] for s in steps if isinstance(s.data.get("function"), bytes)),
+        ]
+
+    def input_pickles(self) -> list[bytes]:
+        """The pickled inputs: the task's arguments and its steps'."""
+        found = [*self.args, *self.kwargs.values()]
+        for s in (*self.before, *self.after):
+            found += [s.data[k] for k in ("args", "kwargs") if isinstance(s.data.get(k), bytes)]
+        return found
+
+    def encode(self, workdir: str | None = None) -> tuple[list[Blob], dict[str, Any]]:
         """The payload's blobs (sent as they are, never concatenated) and the JSON layout
         saying which blob is which, for :func:`protocol.task_header`."""
-        blobs: list[bytes] = []
+        blobs: list[Blob] = []
+        stage: list[int] = []
 
-        def add(blob: bytes) -> int:
+        def add(blob: Blob) -> int:
             blobs.append(blob)
+            if isinstance(blob, FileSource):
+                stage.append(len(blobs) - 1)
             return len(blobs) - 1
 
         def step(s: Step) -> dict[str, Any]:
             record = s.as_record()
-            for key in ("function", "args", "kwargs"):
+            for key in ("function", "args", "kwargs", "source"):
                 if key in record:
                     record[key] = add(record[key])
             return record
@@ -82,13 +120,16 @@ class TaskPayload:
             "before": [step(s) for s in self.before],
             "after": [step(s) for s in self.after],
             "workdir": workdir,
+            "modules": {path: add(data) for path, data in sorted(self.module_files.items())},
+            "modules_digest": self.module_digest,
+            "stage": stage,
         }
         return blobs, layout
 
     def release(self) -> None:
         """Drop the pickled bytes once they are sent, so the driver does not hold them twice."""
         self.function, self.args, self.kwargs = b"", [], {}
-        self.before, self.after = [], []
+        self.before, self.after, self.module_files = [], [], {}
 
 
 @dataclass(frozen=True)

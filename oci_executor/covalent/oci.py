@@ -23,6 +23,8 @@ from covalent.executor.base import AsyncBaseExecutor
 from oci_executor import settings
 from oci_executor.backend import BackendConfig, Container, ContainerSpec
 from oci_executor.core import our_labels, run_task
+from oci_executor.covalent.hostpaths import warn_host_paths
+from oci_executor.covalent.tasks import runs_on_host
 from oci_executor.covalent.wrapper import build_task, task_name, transportable
 from oci_executor.errors import ContainerNotFoundError, OCIExecutorError, ProcessLimitError, TaskTimeoutError
 from oci_executor.parsing import check_time_limit
@@ -119,9 +121,15 @@ class OCIExecutor(AsyncBaseExecutor):
         on_container: Callable[[Container], None] | None = None,
     ) -> TaskOutcome:
         """Run one task to completion on a warm or new container and return its outcome."""
+        values = self.values()
+        payload = build_task(function, args, kwargs)
+        bash = [
+            c for step in payload.before + payload.after if step.kind == "bash" for c in step.data["commands"]
+        ]
+        warn_host_paths(bash, settings.container_spec(values, {}).volumes)
         return run_task(
-            self.values(),
-            build_task(function, args, kwargs),
+            values,
+            payload,
             dispatch_id=str(task_metadata.get("dispatch_id", "")),
             node_id=str(task_metadata.get("node_id", "")),
             time_limit=self.time_limit,
@@ -139,6 +147,10 @@ class OCIExecutor(AsyncBaseExecutor):
         task_metadata: dict[str, Any],
     ) -> Any:
         log_to_server()
+        if runs_on_host(function):
+            # Covalent's own post-processing or sublattice building: in this process, as
+            # Covalent's local executor runs it (see docs/what-runs-where.md).
+            return await asyncio.to_thread(function, *args, **kwargs)
         loop = asyncio.get_running_loop()
 
         def on_container(container: Container) -> None:

@@ -14,6 +14,8 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from oci_executor.covalent.tasks import lepton_function
+from oci_executor.covalent.transfers import step_label, transfer_step
 from oci_executor.task import Step, TaskOutcome, TaskPayload, payload_from_callable, pickled
 
 
@@ -26,19 +28,28 @@ def _is_transportable(obj: Any) -> bool:
     return type(obj).__name__ == "TransportableObject" and hasattr(obj, "_object")
 
 
-def _steps(entries: Sequence[Any]) -> list[Step]:
+def _steps(entries: Sequence[Any], outbound: list[tuple[str, str]], after: bool = False) -> list[Step]:
+    """Covalent's call_before/call_after entries as steps; an AFTER transfer's host path goes
+    into ``outbound``."""
     from covalent._workflow.depsbash import apply_bash_commands
     from covalent._workflow.depspip import apply_pip_deps
 
     steps = []
     for fn_obj, args_obj, kwargs_obj, retval_key in entries:
         fn = fn_obj.get_deserialized()
-        if fn is apply_bash_commands:
+        transfer = transfer_step(fn, after)
+        if transfer is not None:
+            step, sink = transfer
+            steps.append(step)
+            if sink is not None:
+                outbound.append(sink)
+        elif fn is apply_bash_commands:
             (commands,) = args_obj.get_deserialized()
             steps.append(Step("bash", {"commands": list(commands)}))
         elif fn is apply_pip_deps:
             packages, requirements = (list(args_obj.get_deserialized()) + [[], ""])[:2]
-            steps.append(Step("pip", {"packages": list(packages), "requirements": requirements}))
+            if packages or requirements:  # pip with nothing to install only warns (leptons add one)
+                steps.append(Step("pip", {"packages": list(packages), "requirements": requirements}))
         else:
             steps.append(
                 Step(
@@ -48,6 +59,7 @@ def _steps(entries: Sequence[Any]) -> list[Step]:
                         "args": _raw(args_obj),
                         "kwargs": _raw(kwargs_obj),
                         "retval_key": retval_key or "",
+                        "label": step_label(fn),
                     },
                 )
             )
@@ -60,14 +72,17 @@ def build_task(function: Callable[..., Any], args: Sequence[Any], kwargs: Mappin
 
     if isinstance(function, functools.partial) and function.func is wrapper_fn:
         fn_obj, call_before, call_after = function.args[:3]
+        outbound: list[tuple[str, str]] = []
+        raw = _raw(fn_obj)
         return TaskPayload(
-            function=_raw(fn_obj),
+            function=lepton_function(raw) or raw,
             args=[_raw(a) if _is_transportable(a) else pickled(a, "arguments") for a in args],
             kwargs={
                 k: _raw(v) if _is_transportable(v) else pickled(v, "arguments") for k, v in kwargs.items()
             },
-            before=_steps(call_before),
-            after=_steps(call_after),
+            before=_steps(call_before, outbound),
+            after=_steps(call_after, outbound, after=True),
+            outbound=outbound,
         )
     return payload_from_callable(function, args, kwargs)
 
