@@ -105,11 +105,25 @@ def _expire(*_: Any) -> None:
     os._exit(0)
 
 
+def _add_environment(folder: str) -> None:
+    """Put a task environment's folder first on ``sys.path`` (its .pth files processed), so that
+    its packages win over the image's; every task's process inherits it."""
+    if not folder or not os.path.isdir(folder):
+        return
+    import site
+
+    before = list(sys.path)
+    site.addsitedir(folder)
+    added = [p for p in sys.path if p not in before]
+    sys.path[:] = added + before
+
+
 def serve(argv: list[str]) -> None:
     """Serve tasks until stdin closes: ``argv`` is ``[idle_timeout, max_lifetime]``."""
     import cloudpickle  # noqa: F401 - imported once here, inherited by every task's fork
 
     lifetime = float(argv[1]) if len(argv) > 1 else 0.0
+    _add_environment(os.environ.get("OCI_EXECUTOR_SITE", ""))
     signal.signal(signal.SIGTERM, _expire)
     signal.signal(signal.SIGALRM, _expire)
     if lifetime > 0:
@@ -301,15 +315,57 @@ def _child_main(header: dict[str, Any], in_r: int, res_w: int) -> None:
     os.close(res_w)
 
 
+class StepFailed(Exception):
+    """A DepsBash/DepsPip/DepsCall step failed: says which step, which command, its last lines."""
+
+
+STEP_NAMES = {"bash": "DepsBash", "pip": "DepsPip", "call": "DepsCall"}
+TAIL_LINES = 20
+
+
+def _command(argv: str | list[str], what: str) -> None:
+    """Run a step's command, echoing its output live; raise :class:`StepFailed` with the last lines."""
+    import collections
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    try:
+        process = subprocess.Popen(
+            argv,
+            shell=isinstance(argv, str),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+    except OSError as exc:
+        raise StepFailed(f"{what} could not start: {exc}") from None
+    assert process.stdout is not None
+    for raw in process.stdout:
+        line = raw.decode("utf-8", errors="backslashreplace")
+        sys.stdout.write(line)
+        tail.append(line.rstrip("\n"))
+    status = process.wait()
+    sys.stdout.flush()
+    if status != 0:
+        shown = " ".join(argv) if isinstance(argv, list) else argv
+        last = "\n".join(f"    {line}" for line in tail) or "    (no output)"
+        raise StepFailed(
+            f"{what} failed: command {shown!r} exited with status {status}; its last lines:\n{last}"
+        )
+
+
 def _run_step(
-    step: dict[str, Any], blobs: list[bytes], loads: Callable[[bytes], Any], retvals: dict[str, list[Any]]
+    step: dict[str, Any],
+    blobs: list[bytes],
+    loads: Callable[[bytes], Any],
+    retvals: dict[str, list[Any]],
+    what: str = "step",
 ) -> None:
     kind = step["kind"]
     if kind == "bash":
         for command in step["commands"]:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            subprocess.run(command, shell=True, check=True, stdin=subprocess.DEVNULL)
+            _command(command, what)
     elif kind == "pip":
         argv = [sys.executable, "-m", "pip", "install", "--no-input"]
         if step.get("requirements"):
@@ -319,17 +375,30 @@ def _run_step(
             argv += ["-r", req]
         else:
             argv += list(step["packages"])
-        sys.stdout.flush()
-        sys.stderr.flush()
-        subprocess.run(argv, check=True, stdin=subprocess.DEVNULL)
+        _command(argv, what)
     elif kind == "call":
         function = loads(blobs[step["function"]])
-        value = function(*loads(blobs[step["args"]]), **loads(blobs[step["kwargs"]]))
+        try:
+            value = function(*loads(blobs[step["args"]]), **loads(blobs[step["kwargs"]]))
+        except Exception as exc:
+            name = getattr(function, "__qualname__", type(function).__name__)
+            raise StepFailed(f"{what} ({name}) raised {type(exc).__name__}: {_safe_str(exc)}") from exc
         key = step.get("retval_key")
         if key:
             retvals.setdefault(key, []).append(value)
     else:
         raise ValueError(f"unknown step kind {kind!r}")
+
+
+def _run_steps(
+    phase: str, steps: list[dict[str, Any]], blobs: list[bytes], loads: Callable[[bytes], Any]
+) -> dict[str, list[Any]]:
+    """Run a phase's steps in order; each failure names the step (``call_before step 2 of 3: DepsBash``)."""
+    retvals: dict[str, list[Any]] = {}
+    for index, step in enumerate(steps, 1):
+        what = f"{phase} step {index} of {len(steps)} ({STEP_NAMES.get(step['kind'], step['kind'])})"
+        _run_step(step, blobs, loads, retvals, what)
+    return retvals
 
 
 def _failure(phase: str, exc: BaseException) -> dict[str, Any]:
@@ -384,24 +453,24 @@ def run_task(header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any]
         import cloudpickle
 
         loads = cloudpickle.loads
-        function = loads(blobs[header["function"]])
+        # As Covalent's wrapper_fn: the steps first, then the inputs and the function are
+        # unpickled (a step may install or create what they import).
+        phase = "call_before"
+        retvals = _run_steps(phase, header["before"], blobs, loads)
+
+        phase = "load"
         args = [loads(blobs[i]) for i in header["args"]]
         kwargs = {k: loads(blobs[i]) for k, i in header["kwargs"].items()}
-
-        phase = "call_before"
-        retvals: dict[str, list[Any]] = {}
-        for step in header["before"]:
-            _run_step(step, blobs, loads, retvals)
         for key, values in retvals.items():
             single = len(values) == 1 and key != RESERVED_RETVAL_KEY_FILES
             kwargs[key] = values[0] if single else values
+        function = loads(blobs[header["function"]])
 
         phase = "task"
         output = function(*args, **kwargs)
 
         phase = "call_after"
-        for step in header["after"]:
-            _run_step(step, blobs, loads, {})
+        _run_steps(phase, header["after"], blobs, loads)
 
         phase = "result"
         value = cloudpickle.dumps(output)

@@ -114,3 +114,14 @@ def forge_result(marker: str, how: str = "pickle") -> int:
     except OSError:
         pass
     os._exit(0)
+
+
+def write_module(name: str, source: str) -> str:
+    """A DepsCall step: write module ``name`` into a fresh folder and put it on ``sys.path``."""
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="oci-deps-call-")
+    with open(os.path.join(folder, f"{name}.py"), "w", encoding="utf-8") as handle:
+        handle.write(source)
+    sys.path.insert(0, folder)
+    return folder

@@ -23,7 +23,7 @@ from covalent.executor.base import AsyncBaseExecutor
 from oci_executor import settings
 from oci_executor.backend import BackendConfig, Container, ContainerSpec
 from oci_executor.core import our_labels, run_task
-from oci_executor.covalent.wrapper import build_task, transportable
+from oci_executor.covalent.wrapper import build_task, electron_name, transportable
 from oci_executor.errors import ContainerNotFoundError, OCIExecutorError, TaskTimeoutError
 from oci_executor.options import check_time_limit
 from oci_executor.pool import shared_backend
@@ -167,7 +167,11 @@ class OCIExecutor(AsyncBaseExecutor):
             raise
         self._write_streams(outcome)
         if not outcome.ok:
-            raise TaskRuntimeError(f"{outcome.summary()}\n{outcome.traceback}")
+            where = ""
+            if outcome.phase in ("call_before", "call_after", "load"):
+                node = task_metadata.get("node_id", "")
+                where = f"electron {electron_name(function)!r} (node {node}), {outcome.phase}: "
+            raise TaskRuntimeError(f"{where}{outcome.summary()}\n{outcome.traceback}")
         return transportable(outcome)
 
     async def cancel(self, task_metadata: dict[str, Any], job_handle: Any) -> bool:

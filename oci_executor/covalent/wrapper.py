@@ -72,6 +72,17 @@ def build_task(function: Callable[..., Any], args: Sequence[Any], kwargs: Mappin
     return payload_from_callable(function, args, kwargs)
 
 
+def electron_name(function: Callable[..., Any]) -> str:
+    """The task function's name, for messages (Covalent's wrapper partial or a plain callable)."""
+    if isinstance(function, functools.partial) and function.args and _is_transportable(function.args[0]):
+        header = getattr(function.args[0], "_header", None) or {}
+        name = (header.get("attrs") or {}).get("name")
+        if name:
+            return str(name)
+        function = function.func
+    return str(getattr(function, "__qualname__", getattr(function, "__name__", type(function).__name__)))
+
+
 def transportable(outcome: TaskOutcome) -> Any:
     """The return value as Covalent's TransportableObject, built without unpickling it."""
     from covalent._workflow.transport import TransportableObject
