@@ -251,6 +251,11 @@ class Backend(abc.ABC):
         """
         return None
 
+    def image_id(self, image: str) -> str | None:
+        """The ID of ``image`` in the engine's store, or None if absent or unknown (optional;
+        environments use it to find an image's facts without starting a container)."""
+        return None
+
     def installed(self) -> bool:
         """Whether this backend's engine is installed here (so ``auto`` must not skip past it to
         a backend without isolation); True by default."""

@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from oci_executor import settings
+from oci_executor import environments, settings
 from oci_executor.backend import MANAGED_LABEL, Backend, Container
 from oci_executor.execute import TaskNotStarted, execute
 from oci_executor.lifecycle import start_runner
@@ -61,6 +61,7 @@ def run_task(
     backend = backend or shared_backend(values["backend"], settings.backend_config(values))
     seconds = check_time_limit(time_limit)
     spec = backend.adapt_spec(spec, seconds)
+    spec = environments.apply(backend, spec, payload, values)
     key = pool_key(backend, spec, values["reuse"], dispatch_id)
     limit = values["max_containers"] or os.cpu_count() or 1
     while True:

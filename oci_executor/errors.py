@@ -19,7 +19,8 @@
     ├── ResultSerializationError      the task's return value cannot be pickled
     ├── RunnerError                   the runner or the task's process ended without a result
     ├── TaskTimeoutError              the task ran over time_limit (carries what it printed)
-    └── OutOfMemoryError              the kernel killed the task at the memory limit
+    ├── OutOfMemoryError              the kernel killed the task at the memory limit
+    └── EnvironmentBuildError         declared packages could not be resolved or installed
 
 Backends map their engine's exceptions to these at the boundary, so callers never see a
 ``docker.errors`` or ``podman.errors`` type. Each message names the problem and the fix; the
@@ -164,3 +165,8 @@ class TaskTimeoutError(OCIExecutorError):
 
 class OutOfMemoryError(OCIExecutorError):
     """The task was killed for exceeding the container's memory limit."""
+
+
+class EnvironmentBuildError(OCIExecutorError):
+    """A task's declared packages could not be resolved, downloaded or installed (the message
+    names the package, the indexes asked and pip's last lines, or where the disk space went)."""

@@ -422,6 +422,13 @@ class EngineBackend(SdkErrors, Backend):
 
     # -- verbs -------------------------------------------------------------------------
 
+    def image_id(self, image: str) -> str | None:
+        try:
+            found = self._find_image(self.client(), image)
+        except OCIExecutorError:
+            return None
+        return str(found.id) if found is not None else None
+
     def create(self, spec: ContainerSpec) -> Container:
         client = self.client()
         image = self.ensure_image(spec.image)
