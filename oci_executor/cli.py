@@ -1,4 +1,4 @@
-"""The ``oci-executor`` command line: ``demo``, ``doctor``, ``pull``, ``ls`` and ``gc``.
+"""The ``oci-executor`` command line: ``demo``, ``doctor``, ``pull``, ``ls``, ``gc`` and ``env``.
 
 ``doctor`` and ``demo`` import their modules only when run, so ``ls`` and ``gc`` work
 without Covalent's import cost.
@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 
 from oci_executor import inventory
 from oci_executor.doctor import add_arguments as doctor_arguments
+from oci_executor.environments import command as env_command
 from oci_executor.errors import OCIExecutorError
 from oci_executor.settings import defaults
 from oci_executor.task import host_python_version
@@ -257,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="DURATION",
                 help="only containers created at least this long ago (90s, 15m, 2h, 1d)",
             )
+    env_command.add_parser(sub, parse_duration, format_age)
     return parser
 
 

@@ -125,3 +125,16 @@ def write_module(name: str, source: str) -> str:
         handle.write(source)
     sys.path.insert(0, folder)
     return folder
+
+
+def uses_packages() -> str:
+    """Imports the test index's packages (see tests/test_environments.py)."""
+    import ocitest_alpha  # type: ignore[import-not-found]
+    import ocitest_beta  # type: ignore[import-not-found]
+
+    folder = os.path.dirname(os.path.dirname(ocitest_alpha.__file__))
+    return f"{ocitest_alpha.VALUE}|{ocitest_beta.VALUE}|{folder}"
+
+
+def plain() -> str:
+    return "plain"

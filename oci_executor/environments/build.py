@@ -34,10 +34,22 @@ Progress = Callable[[str, str], None]
 """``progress(step, detail)``: ``("resolve", "numpy")``, ``("download", file)``, ``("install", name)``..."""
 
 _NOT_FOUND = re.compile(r"(?:No matching distribution found for|satisfies the requirement) (\S+)")
-_SKIPPED_SDIST = re.compile(r"Skipping link: No binaries permitted for ([^:]+):")
+_SKIPPED_SDIST = re.compile(r"Skipping link: No sources permitted for ([^:]+):")
 _COLLECTING = re.compile(r"^\s*Collecting (\S+)")
 _SAVED = re.compile(r"^\s*(?:Saved|File was already downloaded) (\S+)")
 _PROCESSING = re.compile(r"^\s*Processing \S*?([^/\s]+\.whl)")
+KEPT = (
+    "Looking in",
+    "ERROR",
+    "WARNING",
+    "Collecting",
+    "  ",
+    "Saved",
+    "File was",
+    "Processing",
+    "Installing",
+    "Successfully",
+)
 _LOOKING = re.compile(r"^\s*Looking in (?:indexes|links): (.*)")
 
 
@@ -77,8 +89,12 @@ def _pip(argv: Sequence[str], progress: Progress | None) -> tuple[int, list[str]
         if _SKIPPED_SDIST.search(line):
             skipped.append(_SKIPPED_SDIST.search(line).group(1).strip())  # type: ignore[union-attr]
             continue
-        if line.startswith(("Skipping link", "Found link", "  Skipping", "Fetched page", "Getting page")):
-            continue  # verbose noise, kept out of the error's last lines
+        if not line.startswith(KEPT):
+            continue  # -vv noise, kept out of the error's last lines
+        if line.startswith("  ") and not line.strip().startswith(
+            ("Using cached", "Downloading", "Obtaining")
+        ):
+            continue
         tail.append(line)
         for pattern, step in ((_COLLECTING, "resolve"), (_SAVED, "download"), (_PROCESSING, "install")):
             match = pattern.search(line)
@@ -128,7 +144,7 @@ def download(
     progress: Progress | None,
 ) -> list[str]:
     """Resolve ``requirements`` and put every wheel of the result into ``wheelhouse``."""
-    common = ["--no-input", "--progress-bar", "off", "-v"]
+    common = ["--no-input", "--progress-bar", "off", "-vv"]  # -vv: pip names the sdists it skipped
     if wheels_only:
         argv = ["download", *common, "--only-binary=:all:", *target_args(facts), "-d", wheelhouse]
     else:
@@ -172,7 +188,11 @@ def install(
     """Install ``wheels`` into a fresh build folder and publish it as ``envs/<key>``; caller holds the build lock."""
     folder = store.new_build_dir(key)
     try:
-        argv = ["install", "--no-input", "--progress-bar", "off", "--no-deps", "--no-index", "--no-compile"]
+        argv = ["install", "--no-input", "--progress-bar", "off", "--no-deps", "--no-index"]
+        # Byte-compiled here, by this Python (the image's X.Y, which the runner checks): a
+        # read-only mount cannot take the .pyc files, and without them every task recompiles.
+        host = "{}.{}".format(*sys.version_info[:2])
+        argv += ["--compile" if facts.python == host else "--no-compile"]
         argv += ["--only-binary=:all:", "--target", folder, *target_args(facts)]
         status, lines, _ = _pip([*argv, *(os.path.join(wheelhouse, w) for w in wheels)], progress)
         if status != 0:

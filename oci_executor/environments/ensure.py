@@ -105,7 +105,7 @@ def _build(
     log.info(
         "environment: resolving %s for %s (%s) on the host", ", ".join(requirements), image, facts.describe()
     )
-    wheelhouse = tempfile.mkdtemp(prefix="wheels.", dir=store.path("tmp"))
+    wheelhouse = tempfile.mkdtemp(prefix=f"wheels.{os.getpid()}.", dir=store.path("tmp"))
     try:
         wheels = download(requirements, facts, wheelhouse, wheels_only, progress)
         key = content_key(image_id, facts, wheelhouse, wheels)
