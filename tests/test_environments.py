@@ -7,6 +7,7 @@ project, pip on the host resolving from the index over HTTP, the engines mountin
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import signal
 import subprocess
@@ -271,3 +272,78 @@ def test_a_bad_requirement_names_it_and_the_index(env_store: Path, index: Index,
     with pytest.raises(ConfigurationError, match="is not a valid requirement"):
         target.executor(packages=["ocitest alpha ==="]).run_sync(tasks.plain, [], {}, META)
     assert os.listdir(env_store / "envs") == []
+
+
+# -- through a real Covalent server ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server_store(index: Index) -> Iterator[Path]:
+    """A Covalent server whose environment (store, pip configuration) points at the test index."""
+    from tests.covalent_server import running_server
+
+    root = Path(tempfile.mkdtemp(prefix="oci-envs-server-", dir="/tmp"))
+    root.chmod(0o755)
+    saved = dict(os.environ)
+    os.environ.update(package_index.pip_environment(index.url, root / "pip-cache"))
+    os.environ.update({"OCI_EXECUTOR_ENV_DIR": str(root), "PIP_NO_CACHE_DIR": "1"})
+    try:
+        with running_server({"executors.oci.image": engines.test_image()}):
+            yield root
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+def package_workflow(executor, packaged):  # type: ignore[no-untyped-def]
+    """Two electrons: one declares DepsPip, the other runs on an executor with ``packages``."""
+    import covalent as ct
+
+    @ct.electron(executor=executor, deps_pip=ct.DepsPip(packages=["ocitest-beta==1.0"]))
+    def with_deps_pip():  # type: ignore[no-untyped-def]
+        import ocitest_beta  # type: ignore[import-not-found]
+
+        return ocitest_beta.VALUE
+
+    @ct.electron(executor=packaged)
+    def with_option(first):  # type: ignore[no-untyped-def]
+        import ocitest_alpha  # type: ignore[import-not-found]
+        import ocitest_beta  # type: ignore[import-not-found]
+
+        return [first, ocitest_alpha.VALUE, ocitest_beta.VALUE]
+
+    @ct.lattice
+    def workflow():  # type: ignore[no-untyped-def]
+        return with_option(with_deps_pip())
+
+    return workflow
+
+
+def test_a_workflow_with_packages_through_covalent_then_from_the_cache(
+    server_store: Path, index: Index, any_target: Target
+) -> None:
+    import covalent as ct
+    from covalent._shared_files.config import get_config
+
+    workflow = package_workflow(any_target.executor(), any_target.executor(packages=["ocitest-alpha"]))
+    expected = ["ocitest-beta 1.0", "ocitest-alpha 1.0", "ocitest-beta 2.0"]
+    for attempt in ("first", "cached"):
+        index.requests.clear()
+        result = ct.get_result(ct.dispatch(workflow)(), wait=True)
+        nodes = [result.get_node_result(i) for i in range(2)]
+        details = [(n["node_name"], n["status"], n["error"], n["stderr"]) for n in nodes]
+        assert str(result.status) == "COMPLETED", f"{attempt}: {result.error} {details}"
+        assert result.result == expected
+    assert index.requests == []  # the second dispatch took both environments from the store
+    # (The first may already find them: an image with the same ID on another engine shares them.)
+    listed = json.loads(
+        _cli("env", "ls", "--json", env={**os.environ, "OCI_EXECUTOR_ENV_DIR": str(server_store)}).stdout
+    )
+    engines_used = [engine for entry in listed for engine in entry["engines"]]
+    assert any((any_target.address or "local") in engine for engine in engines_used), engines_used
+    logfile = os.path.join(get_config("user_interface.log_dir"), "covalent_ui.log")
+    with open(logfile, errors="replace") as handle:
+        text = handle.read()
+    assert "oci_executor.environments: environment: resolving ocitest-beta==1.0 for" in text
+    assert "installing 1 wheels" in text
