@@ -168,5 +168,7 @@ class OutOfMemoryError(OCIExecutorError):
 
 
 class EnvironmentBuildError(OCIExecutorError):
-    """A task's declared packages could not be resolved, downloaded or installed (the message
-    names the package, the indexes asked and pip's last lines, or where the disk space went)."""
+    """A task's declared packages could not be resolved, downloaded or installed.
+
+    The message names the package, the indexes asked and pip's last lines, or where the disk
+    space went."""

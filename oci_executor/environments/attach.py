@@ -41,6 +41,7 @@ LABEL = "io.oci-executor.environment"
 _lock = threading.Lock()
 _memo: dict[tuple[Any, ...], Environment] = {}
 _image_ids: dict[tuple[str, str], str] = {}
+_readable: set[tuple[str, str]] = set()
 
 
 def declared_of(values: Mapping[str, Any], payload: TaskPayload | None) -> tuple[str, ...]:
@@ -140,6 +141,28 @@ def _check_backend(backend: Backend) -> None:
         )
 
 
+def _check_readable(backend: Backend, folder: str) -> None:
+    """A rootless engine driven by root mounts as its own user: every parent must let it in."""
+    rootless = getattr(backend, "rootless", None)
+    if os.geteuid() != 0 or rootless is None:
+        return
+    closed = [p for p in _parents(folder) if not os.stat(p).st_mode & 0o001]
+    if closed and rootless():
+        raise ConfigurationError(
+            f"the environment {folder} is not readable by the rootless engine's user ({closed[0]} "
+            f"is closed to others). Point OCI_EXECUTOR_ENV_DIR at a folder that user can read "
+            f"(e.g. /var/tmp/oci-executor-envs), or run the tasks as that user."
+        )
+
+
+def _parents(folder: str) -> list[str]:
+    found = []
+    while folder not in ("/", ""):
+        found.append(folder)
+        folder = os.path.dirname(folder)
+    return found[::-1]
+
+
 def with_environment(spec: ContainerSpec, backend: Backend, env: Environment) -> ContainerSpec:
     """``spec`` with ``env`` mounted read-only (engines) or named (local) and on ``sys.path``."""
     if not backend.isolated:
@@ -160,4 +183,7 @@ def apply(
     if not requirements:
         return spec
     env = environment_for(backend, spec, requirements, wheels_only=bool(values.get("wheels_only", True)))
+    if backend.isolated and (backend.describe(), env.path) not in _readable:
+        _check_readable(backend, env.path)
+        _readable.add((backend.describe(), env.path))
     return with_environment(spec, backend, env)
