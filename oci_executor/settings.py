@@ -293,7 +293,7 @@ OPTIONS: tuple[Option, ...] = (
         lambda v: o.check_string_list(v, "packages"),
         'packages the task needs, as pip takes them (`["numpy==2.1.*"]`): resolved and downloaded on the host, installed once per content key into a read-only folder mounted at `/opt/oci-executor/env` and put first on `sys.path` (see docs/environments.md); merged with the task\'s `DepsPip`',
         local="same, the folder named directly (not the host's site-packages)",
-        slurm="error (not yet)",
+        slurm="same, from the shared folder `OCI_EXECUTOR_ENV_DIR` names (see docs/environments.md)",
     ),
     Option(
         "requirements",
@@ -302,7 +302,7 @@ OPTIONS: tuple[Option, ...] = (
         _text("requirements"),
         "path of a requirements file (package lines only), read on the machine that runs the tasks; merged with `packages`",
         local="same",
-        slurm="error (not yet)",
+        slurm="same, from the shared folder `OCI_EXECUTOR_ENV_DIR` names (see docs/environments.md)",
     ),
     Option(
         "wheels_only",
@@ -311,7 +311,7 @@ OPTIONS: tuple[Option, ...] = (
         _flag("wheels_only"),
         "install wheels only (a package without a wheel for the image is an error naming it); `false`: pip may build wheels from source distributions on the host",
         local="same",
-        slurm="error (not yet)",
+        slurm="same, from the shared folder `OCI_EXECUTOR_ENV_DIR` names (see docs/environments.md)",
     ),
     Option(
         "partition",

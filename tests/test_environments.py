@@ -101,7 +101,7 @@ def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:  # type: ign
     )
 
 
-@pytest.fixture(params=["local", *engines.ENGINE_TARGETS])
+@pytest.fixture(params=engines.CONTRACT_TARGETS)
 def any_target(request: pytest.FixtureRequest) -> Iterator[Target]:
     yield from _leaving_nothing(request.param)
 
@@ -156,8 +156,6 @@ def test_deps_pip_becomes_the_environment_with_no_network_in_the_container(
 ) -> None:
     from covalent import DepsPip
 
-    if target.backend == "slurm":
-        pytest.skip("environments on Slurm are not implemented yet (docs/environments.md)")
     before = [DepsPip(packages=["ocitest-beta==1.0"]).apply()]
 
     def needs_beta() -> str:
@@ -265,8 +263,6 @@ def test_an_sdist_only_package_is_named_with_the_fix(env_store: Path, index: Ind
 def test_a_bad_requirement_names_it_and_the_index(env_store: Path, index: Index, target: Target) -> None:
     from oci_executor.errors import ConfigurationError
 
-    if target.backend == "slurm":
-        pytest.skip("environments on Slurm are not implemented yet")
     with pytest.raises(EnvironmentBuildError, match=r"no release of 'ocitest-nosuch>=3'.*" + index.url):
         target.executor(packages=["ocitest-nosuch>=3"]).run_sync(tasks.plain, [], {}, META)
     with pytest.raises(ConfigurationError, match="is not a valid requirement"):
@@ -341,7 +337,8 @@ def test_a_workflow_with_packages_through_covalent_then_from_the_cache(
         _cli("env", "ls", "--json", env={**os.environ, "OCI_EXECUTOR_ENV_DIR": str(server_store)}).stdout
     )
     engines_used = [engine for entry in listed for engine in entry["engines"]]
-    assert any((any_target.address or "local") in engine for engine in engines_used), engines_used
+    where = any_target.address.rsplit("@", 1)[-1] or "local"
+    assert any(where in engine for engine in engines_used), engines_used
     logfile = os.path.join(get_config("user_interface.log_dir"), "covalent_ui.log")
     with open(logfile, errors="replace") as handle:
         text = handle.read()

@@ -64,9 +64,15 @@ def image_identity(backend: Backend, spec: ContainerSpec) -> tuple[str, ImageFac
         return f"local:{os.path.realpath(sys.executable)}:{sys.version.split()[0]}", facts
     cache_key = (backend.describe(), spec.image)
     image_id = _image_ids.get(cache_key) or backend.image_id(spec.image)
+    if image_id is None and type(backend).image_id is Backend.image_id:
+        # A backend that cannot look an image up (slurm: the image is on the nodes): its
+        # facts are kept by the image's name instead.
+        image_id = f"{backend.name}:{spec.image}"
     known = load_facts(store.path("facts", f"{_safe(image_id)}.json")) if image_id else None
     if image_id is None or known is None:
-        image_id, known = _probe(backend, spec)
+        probed_id, known = _probe(backend, spec)
+        image_id = image_id if image_id and image_id.startswith(f"{backend.name}:") else probed_id
+        _save_facts(image_id, known)
     _image_ids[cache_key] = image_id
     return image_id, known
 
@@ -89,14 +95,15 @@ def _probe(backend: Backend, spec: ContainerSpec) -> tuple[str, ImageFacts]:
         discard(runner)
     if not outcome.ok:
         raise ConfigurationError(f"could not ask image {spec.image!r} about its Python: {outcome.summary()}")
-    facts = parse_probe(outcome.stdout)
-    image_id = runner.container.image_id
+    return runner.container.image_id, parse_probe(outcome.stdout)
+
+
+def _save_facts(image_id: str, facts: ImageFacts) -> None:
     store.ensure()
     file = store.path("facts", f"{_safe(image_id)}.json")
     with open(f"{file}.{os.getpid()}", "w", encoding="utf-8") as handle:
         json.dump(facts.to_json(), handle)
     os.replace(f"{file}.{os.getpid()}", file)
-    return image_id, facts
 
 
 def environment_for(
@@ -132,7 +139,14 @@ def environment_for(
 
 def _check_backend(backend: Backend) -> None:
     address = str(getattr(getattr(backend, "config", None), "address", "") or "")
-    if address.startswith("ssh://") or backend.name == "slurm":
+    if backend.name == "slurm" and not os.environ.get("OCI_EXECUTOR_ENV_DIR"):
+        raise ConfigurationError(
+            "declared packages on the slurm backend need a shared folder every node mounts at "
+            "the same path, readable by the job's user: set OCI_EXECUTOR_ENV_DIR to it (where the "
+            "tasks are driven: the Covalent server's environment). Environments are built there "
+            "once, under a flock lock, and mounted read-only by each node's Podman."
+        )
+    if address.startswith("ssh://"):
         raise ConfigurationError(
             f"declared packages are not supported on the {backend.name} backend"
             f"{' at ' + address if address else ''} yet: environments live on this machine and are "
