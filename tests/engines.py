@@ -235,7 +235,19 @@ def container_ids(client, label: str) -> list[str]:  # type: ignore[no-untyped-d
 
 
 def container_attrs(backend: str, addr: str, container_id: str) -> dict:  # type: ignore[type-arg]
-    """The engine's inspect data of one container."""
+    """The engine's inspect data of one container (slurm: ``podman inspect`` as the jobs' user;
+    the test cluster's nodes are this machine)."""
+    if backend == "slurm":
+        import json
+
+        user = ROOTLESS_USER if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+        uid = pwd.getpwnam(user).pw_uid
+        argv = ["podman", "inspect", container_id]
+        runtime = f"/run/user/{uid}" if os.path.isdir(f"/run/user/{uid}") else f"/tmp/podman-run-{uid}"
+        if os.geteuid() == 0:
+            argv = ["runuser", "-u", user, "--", "env", f"XDG_RUNTIME_DIR={runtime}", *argv]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
+        return dict(json.loads(done.stdout)[0])
     client = _client(backend, addr)
     try:
         return dict(client.containers.get(container_id).attrs)

@@ -73,3 +73,42 @@ def test_importing_the_package_does_not_import_covalent() -> None:
     code = "import sys, oci_executor, oci_executor.backends.docker; print('covalent' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+BACKENDS = "oci_executor.backends"
+FLOOR = f"{BACKENDS}.shared"
+
+
+def _backend_of(module: str) -> str | None:
+    """The backend a module belongs to (``docker``, ``podman``, ``slurm``, ``local``), or None."""
+    if not module.startswith(f"{BACKENDS}.") or module.startswith(f"{FLOOR}.") or module == FLOOR:
+        return None
+    return module.split(".")[2]
+
+
+def test_one_package_per_backend_over_a_shared_floor() -> None:
+    rooms = {
+        p.name.removesuffix(".py") for p in (PACKAGE / "backends").iterdir() if not p.name.startswith("__")
+    }
+    assert rooms == {"docker", "podman", "slurm", "local", "shared"}, rooms
+    assert all(
+        (PACKAGE / "backends" / name / "__init__.py").exists() for name in ("docker", "podman", "slurm")
+    )
+
+
+def test_no_backend_imports_another() -> None:
+    crossings = sorted(
+        f"{name} -> {dep}"
+        for name, deps in _imports().items()
+        for dep in deps
+        if _backend_of(name) and _backend_of(dep) and _backend_of(name) != _backend_of(dep)
+    )
+    assert crossings == []
+
+
+def test_the_shared_floor_imports_no_backend() -> None:
+    graph = _imports()
+    floor = [name for name in graph if name == FLOOR or name.startswith(f"{FLOOR}.")]
+    assert len(floor) > 5
+    upward = sorted(f"{name} -> {dep}" for name in floor for dep in graph[name] if _backend_of(dep))
+    assert upward == []

@@ -307,3 +307,37 @@ def test_code_examples_parse_and_pass_only_real_options() -> None:
                 unknown = {k.arg for k in node.keywords} - allowed
                 assert not unknown, f"{page}: OCIExecutor(...) example passes unknown options {unknown}"
     assert calls >= 3
+
+
+def _architecture_tree() -> set[str]:
+    """The module paths the tree at the top of docs/architecture.md draws (``a/b.py``, ``a/``)."""
+    text = (DOCS / "architecture.md").read_text(encoding="utf-8")
+    block = text.split("```", 2)[1]
+    paths: set[str] = set()
+    stack: list[tuple[int, str]] = []
+    for line in block.splitlines():
+        name = line.strip().split(" ", 1)[0]
+        if not name.endswith((".py", "/")):
+            continue
+        indent = len(line) - len(line.lstrip())
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        path = "".join(folder for _, folder in stack) + name
+        paths.add(path)
+        if name.endswith("/"):
+            stack.append((indent, name))
+    return paths
+
+
+def test_the_architecture_tree_draws_every_module_and_no_other() -> None:
+    package = DOCS.parent / "oci_executor"
+    modules = {
+        str(p.relative_to(package.parent))
+        for p in package.rglob("*.py")
+        if p.name not in ("__init__.py", "__main__.py")
+    }
+    modules |= {str(p.parent.relative_to(package.parent)) + "/" for p in package.rglob("__init__.py")}
+    drawn = _architecture_tree()
+    drawn -= {p for p in drawn if p.endswith("/__init__.py") and (package.parent / p).exists()}
+    assert sorted(modules - drawn) == [], "modules missing from docs/architecture.md's tree"
+    assert sorted(drawn - modules) == [], "docs/architecture.md's tree draws modules that do not exist"

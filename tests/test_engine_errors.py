@@ -184,7 +184,7 @@ def test_a_start_that_fails_with_any_error_removes_the_container(
 ) -> None:
     """The engine dropping between create and start (any exception) leaves no container."""
     from oci_executor.backend import BackendConfig, ContainerSpec
-    from oci_executor.backends._engine import EngineBackend
+    from oci_executor.backends.shared.engine import EngineBackend
     from oci_executor.registry import select_backend
 
     def drop(self: Any, obj: Any, spec: Any) -> None:

@@ -9,7 +9,9 @@ import pytest
 
 from oci_executor.backend import ContainerSpec
 from oci_executor.backends.docker import DockerBackend, device_request
-from oci_executor.backends.podman import PodmanBackend, cdi_devices
+from oci_executor.backends.podman import PodmanBackend
+from oci_executor.backends.shared.intent import container_intent
+from oci_executor.backends.slurm.render import podman_run_args
 from oci_executor.errors import ConfigurationError, OutOfMemoryError, TaskTimeoutError
 from oci_executor.options import parse_gpus
 from tests import engines
@@ -184,12 +186,23 @@ def test_local_backend_env_and_workdir(tmp_path: Any) -> None:
 )
 def test_gpu_translation(value: Any, docker_request: dict[str, Any], podman_devices: list[str]) -> None:
     spec = ContainerSpec(image="img", gpus=parse_gpus(value))
-    request = device_request(spec)
+    assert spec.gpus is not None
+    request = device_request(spec.gpus)
     assert request["Count"] == docker_request["Count"]
     assert request["DeviceIDs"] == docker_request["DeviceIDs"]
     assert request["Capabilities"] == [["gpu"]]
-    assert cdi_devices(spec) == podman_devices
-    assert "device_requests" in DockerBackend()._create_kwargs(spec)
+    assert list(container_intent(spec, rootless=True).devices) == podman_devices
+    assert "device_requests" in DockerBackend().create_kwargs(spec)
+    assert _rootful_podman().create_kwargs(spec)["devices"] == podman_devices
+    assert [
+        a for a in podman_run_args(container_intent(spec, rootless=True)) if a.startswith("--device=")
+    ] == [f"--device={device}" for device in podman_devices]
+
+
+def _rootful_podman() -> PodmanBackend:
+    podman = PodmanBackend()
+    podman._info = {"host": {"security": {"rootless": False}}}
+    return podman
 
 
 @pytest.mark.parametrize(
@@ -296,7 +309,8 @@ def test_selinux_relabel_translation() -> None:
     from oci_executor.backend import Volume
 
     spec = ContainerSpec(image="img", volumes=(Volume("/h", "/c", True),), selinux_relabel=True)
-    assert DockerBackend()._create_kwargs(spec)["volumes"] == {"/h": {"bind": "/c", "mode": "ro,z"}}
-    podman = PodmanBackend()
-    podman._info = {"host": {"security": {"rootless": False}}}
-    assert podman._create_kwargs(spec)["volumes"] == {"/h": {"bind": "/c", "extended_mode": ["ro", "z"]}}
+    assert DockerBackend().create_kwargs(spec)["volumes"] == {"/h": {"bind": "/c", "mode": "ro,z"}}
+    assert _rootful_podman().create_kwargs(spec)["volumes"] == {
+        "/h": {"bind": "/c", "extended_mode": ["ro", "z"]}
+    }
+    assert "--volume=/h:/c:ro,z" in podman_run_args(container_intent(spec, rootless=True))

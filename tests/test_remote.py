@@ -388,7 +388,7 @@ def test_volume_findings_name_the_remote_host() -> None:
 
 
 def test_ssh_addresses_parse() -> None:
-    from oci_executor.backends._ssh import parse
+    from oci_executor.backends.shared.ssh import parse
 
     target = parse("ssh://me@bigbox:2222/run/user/1000/podman/podman.sock", "~/.ssh/k")
     assert (target.user, target.host, target.port) == ("me", "bigbox", 2222)
@@ -404,7 +404,7 @@ def test_ssh_addresses_parse() -> None:
     [("ssh://me:secret@bigbox", "password"), ("ssh://me@bigbox:port", "bad port"), ("ssh://", "not an ssh")],
 )
 def test_bad_ssh_addresses_are_refused(address: str, match: str) -> None:
-    from oci_executor.backends._ssh import parse
+    from oci_executor.backends.shared.ssh import parse
     from oci_executor.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError, match=match):
@@ -424,7 +424,7 @@ def test_bad_ssh_addresses_are_refused(address: str, match: str) -> None:
     ],
 )
 def test_ssh_failures_are_classified_with_a_fix(stderr: str, reason: str) -> None:
-    from oci_executor.backends._ssh import login_error, parse
+    from oci_executor.backends.shared.ssh import login_error, parse
 
     error = login_error(parse("ssh://me@bigbox"), stderr)
     assert error.reason == reason and error.host == "bigbox"

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import pytest
 
 from oci_executor.backend import BackendConfig
-from oci_executor.backends import _slurm
 from oci_executor.backends.slurm import SlurmBackend
+from oci_executor.backends.slurm import cli as _slurm
 from oci_executor.errors import BackendError, ConfigurationError, EngineUnavailableError
 from tests import engines
 from tests.conftest import Target, _leaving_nothing

@@ -12,8 +12,8 @@ import pytest
 
 from oci_executor import OCIExecutor
 from oci_executor.backend import Backend, BackendConfig
-from oci_executor.backends._archive import make_tar, read_tar
 from oci_executor.backends.local import LocalBackend
+from oci_executor.backends.shared.archive import make_tar, read_tar
 from oci_executor.covalent.wrapper import build_task
 from oci_executor.errors import (
     ConfigurationError,

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from oci_executor.backend import Backend, Container, ContainerSpec, ExecResult
+from oci_executor.backends.shared.pipes import PipeChannel
 from oci_executor.channel import Channel
 from oci_executor.errors import ContainerError
 from oci_executor.hookspecs import hookimpl
@@ -163,43 +164,6 @@ class LocalBackend(Backend):
                     pipe.close()
         if os.path.basename(container.id).startswith(TEMP_PREFIX):
             shutil.rmtree(container.id, ignore_errors=True)
-
-
-class PipeChannel(Channel):
-    """The local runner's stdin and stdout pipes; its stderr goes to a file."""
-
-    def __init__(self, process: subprocess.Popen[bytes], stderr_path: str) -> None:
-        super().__init__()
-        assert process.stdin is not None and process.stdout is not None
-        self._process = process
-        self._in = process.stdin.fileno()
-        self._out = process.stdout
-        self._stderr_path = stderr_path
-
-    def _send(self, data: bytes | memoryview) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._in, view) :]
-
-    def recv_into(self, view: memoryview) -> int:
-        return self._out.readinto(view) or 0  # type: ignore[attr-defined]
-
-    def fileno(self) -> int:
-        return self._out.fileno()
-
-    def diagnostics(self) -> str:
-        try:
-            with open(self._stderr_path, "rb") as handle:
-                return handle.read()[-65536:].decode("utf-8", errors="replace").strip()
-        except OSError:
-            return ""
-
-    def close(self) -> None:
-        try:
-            if self._process.stdin is not None:
-                self._process.stdin.close()
-        except OSError:
-            pass
 
 
 @hookimpl

@@ -17,8 +17,8 @@ from typing import Any
 
 from oci_executor import settings
 from oci_executor.backend import Backend, ContainerSpec, EngineFacts
-from oci_executor.backends._engine import EngineBackend
-from oci_executor.backends._rootless import VFS_MEASURED
+from oci_executor.backends.podman.rootless import VFS_MEASURED
+from oci_executor.backends.shared.engine import EngineBackend
 from oci_executor.core import our_labels
 from oci_executor.doctor import host
 from oci_executor.doctor.finding import Finding
@@ -191,7 +191,7 @@ def _engine_finding(
 
 
 def _default(backend: Backend) -> str:
-    from oci_executor.backends._rootless import default_address
+    from oci_executor.backends.podman.rootless import default_address
 
     return default_address() if backend.name == "podman" else ""
 

@@ -10,7 +10,7 @@ import shutil
 import socket
 import stat
 
-from oci_executor.backends._rootless import runtime_dir_problem
+from oci_executor.backends.podman.rootless import runtime_dir_problem
 from oci_executor.doctor.finding import Finding
 
 SUBID_FIX = (

@@ -40,7 +40,7 @@ def check_volumes(name: str, config: BackendConfig, volumes: Sequence[Volume]) -
     if remote is None or not volumes:
         return []
     address, identity = remote
-    from oci_executor.backends._ssh import parse, run_remote
+    from oci_executor.backends.shared.ssh import parse, run_remote
 
     if not address.startswith("ssh://"):
         host = address.split("://", 1)[1].split("/", 1)[0]

@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 
 import requests
 
-from oci_executor.backends._sdk import describe
+from oci_executor.backends.shared.sdk import describe
 from oci_executor.errors import (
     ContainerError,
     ContainerNotFoundError,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 import subprocess
 import tempfile
 import threading
@@ -38,9 +37,11 @@ from oci_executor.backend import (
     ContainerSpec,
     ExecResult,
 )
-from oci_executor.backends import _slurm as s
-from oci_executor.backends._archive import make_tar, read_tar
-from oci_executor.backends.local import PipeChannel
+from oci_executor.backends.shared.archive import make_tar, read_tar
+from oci_executor.backends.shared.intent import container_intent
+from oci_executor.backends.slurm import cli as s
+from oci_executor.backends.slurm.render import podman_run_args
+from oci_executor.backends.slurm.steps import GONE_TIMEOUT, StepChannel, parse_handle
 from oci_executor.channel import Channel
 from oci_executor.errors import (
     BackendError,
@@ -59,16 +60,6 @@ log = logging.getLogger(__name__)
 SCRATCH_DIR = "/tmp/oci-executor"
 JOB_TIME_MARGIN = 60.0
 """Seconds a job lives beyond a task's ``time_limit`` (start-up and clean-up)."""
-GONE_TIMEOUT = 30.0
-_HANDLE = re.compile(rf"^{s.CONTAINER_PREFIX}(\d+)-(.+)$")
-
-
-def parse_handle(container_id: str) -> tuple[str, str]:
-    """``(job id, node)`` from a container id ``oci-slurm-<job>-<node>``."""
-    match = _HANDLE.match(container_id)
-    if not match:
-        raise ContainerNotFoundError(f"{container_id!r} is not a slurm backend container handle")
-    return match.group(1), match.group(2)
 
 
 class SlurmBackend(Backend):
@@ -212,11 +203,10 @@ class SlurmBackend(Backend):
             "--rm",
             f"--name={container_id}",
             f"--hostname={container_id}",
-            "--log-driver=none",
             "--pull=never",
             f"--label={s.JOB_LABEL}={job_id}",
             f"--label={s.NODE_LABEL}={node}",
-            *s.container_args(spec),
+            *podman_run_args(container_intent(spec, rootless=True)),
             spec.image,
             *spec.command,
         ]
@@ -388,32 +378,6 @@ class SlurmBackend(Backend):
                 self.remove(Container(container_id, self.name, "", "", SCRATCH_DIR, ""))
             except OCIExecutorError as exc:
                 log.warning("could not remove Slurm job %s on %s: %s", job_id, node, exc)
-
-
-class StepChannel(PipeChannel):
-    """The start step's pipes; if it ends before the runner said a word, the node's check
-    failed: raise that check's error (no runtime folder, no Podman, no image)."""
-
-    def __init__(self, process: subprocess.Popen[bytes], stderr_path: str, container: Container) -> None:
-        super().__init__(process, stderr_path)
-        self._step_process = process
-        self._container = container
-        self._heard = False
-
-    def recv_into(self, view: memoryview) -> int:
-        count = super().recv_into(view)
-        if count:
-            self._heard = True
-        elif not self._heard:
-            try:
-                code = self._step_process.wait(timeout=GONE_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                return 0
-            node = parse_handle(self._container.id)[1]
-            error = s.node_error(self.diagnostics(), code, self._container.image, node)
-            if error is not None:
-                raise error
-        return count
 
 
 @hookimpl

@@ -3,7 +3,7 @@
 Address: the executor's ``address`` option, else ``DOCKER_HOST``, else the default socket
 ``unix:///var/run/docker.sock``. An ``ssh://user@host[:port]`` address reaches
 ``/var/run/docker.sock`` on that host through the process's one ssh tunnel (see
-:mod:`oci_executor.backends._ssh` and docs/remote.md), not through docker-py's own ssh modes.
+:mod:`oci_executor.backends.shared.ssh` and docs/remote.md), not through docker-py's own ssh modes.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import docker
 import docker.errors
 import docker.types
 
-from oci_executor.backend import Container, ContainerSpec, EngineFacts, ExecResult
-from oci_executor.backends._engine import CONNECT_TIMEOUT, EngineBackend
+from oci_executor.backend import Container, EngineFacts, ExecResult, GpuRequest
+from oci_executor.backends.shared.engine import CONNECT_TIMEOUT, EngineBackend
+from oci_executor.backends.shared.intent import ContainerIntent
 from oci_executor.channel import Channel, SocketChannel
 from oci_executor.hookspecs import hookimpl
 from oci_executor.registry import BackendRegistry
@@ -75,24 +76,21 @@ class DockerBackend(EngineBackend):
             return docker.DockerClient(base_url=self.config.address, timeout=int(CONNECT_TIMEOUT))
         return docker.from_env(timeout=int(CONNECT_TIMEOUT))
 
-    def _create_kwargs(self, spec: ContainerSpec) -> dict[str, Any]:
-        kwargs = super()._create_kwargs(spec)
-        # The runner's channel carries payloads: json-file would copy every byte to disk.
-        kwargs["log_config"] = docker.types.LogConfig(type="none")
-        kwargs["security_opt"] = ["no-new-privileges"]  # setuid binaries grant the task nothing
-        if spec.read_only:
-            kwargs["read_only"] = True
-            kwargs["tmpfs"] = {"/tmp": "rw,exec,mode=1777"}
-        if spec.volumes:
-            suffix = ",z" if spec.selinux_relabel else ""
+    def _render(self, intent: ContainerIntent) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "log_config": docker.types.LogConfig(type=intent.log_driver),
+            "security_opt": ["no-new-privileges"] if intent.no_new_privileges else [],
+        }
+        if intent.tmpfs:
+            kwargs["tmpfs"] = dict(intent.tmpfs)
+        if intent.binds:
             kwargs["volumes"] = {
-                v.host: {"bind": v.container, "mode": ("ro" if v.read_only else "rw") + suffix}
-                for v in spec.volumes
+                b.source: {"bind": b.target, "mode": ",".join(b.options)} for b in intent.binds
             }
-        if spec.network and "network_mode" not in kwargs:
-            kwargs["network_mode"] = spec.network  # a user-defined network, by name
-        if spec.gpus:
-            kwargs["device_requests"] = [device_request(spec)]
+        if intent.network and not intent.builtin_network:
+            kwargs["network_mode"] = intent.network  # a user-defined network, by name
+        if intent.gpus:
+            kwargs["device_requests"] = [device_request(intent.gpus)]
         return kwargs
 
     def _attach(self, container: Container) -> Channel:
@@ -114,12 +112,11 @@ class DockerBackend(EngineBackend):
         return ExecResult(int(raw.exit_code or 0), stdout or b"", stderr or b"")
 
 
-def device_request(spec: ContainerSpec) -> docker.types.DeviceRequest:
-    """Docker's GPU request (``docker run --gpus``) for the spec's GPUs."""
-    assert spec.gpus is not None
-    if spec.gpus.device_ids:
-        return docker.types.DeviceRequest(device_ids=list(spec.gpus.device_ids), capabilities=[["gpu"]])
-    return docker.types.DeviceRequest(count=spec.gpus.count, capabilities=[["gpu"]])
+def device_request(gpus: GpuRequest) -> docker.types.DeviceRequest:
+    """Docker's GPU request (``docker run --gpus``) for a GPU request."""
+    if gpus.device_ids:
+        return docker.types.DeviceRequest(device_ids=list(gpus.device_ids), capabilities=[["gpu"]])
+    return docker.types.DeviceRequest(count=gpus.count, capabilities=[["gpu"]])
 
 
 @hookimpl
