@@ -12,18 +12,22 @@ kills one at once (time limit, cancel).
 from __future__ import annotations
 
 import abc
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from oci_executor.errors import OCIExecutorError
+from oci_executor.findings import Finding, basic_findings
+from oci_executor.labels import MANAGED_LABEL  # noqa: F401 - part of the contract's names
 
 if TYPE_CHECKING:
     from oci_executor.channel import Channel
+    from oci_executor.parsing import Option
 
-MANAGED_LABEL = "io.oci-executor.managed"
-"""Every container we create carries ``MANAGED_LABEL=true``."""
 
 PullPolicy = Literal["missing", "always", "never"]
-PULL_POLICIES: tuple[str, ...] = ("missing", "always", "never")
+PULL_POLICIES: tuple[str, ...] = typing.get_args(PullPolicy)
 
 
 @dataclass(frozen=True)
@@ -66,15 +70,8 @@ OPTIONAL_SETTINGS: tuple[str, ...] = (
     "gpus",
     "network",
     "read_only",
-    "partition",
-    "account",
-    "qos",
-    "slurm_args",
 )
 """The :class:`ContainerSpec` fields a backend may or may not honour (see ``supported_options``)."""
-
-SCHEDULER_SETTINGS: tuple[str, ...] = ("partition", "account", "qos", "slurm_args")
-"""The optional settings only a batch scheduler backend (``slurm``) honours."""
 
 
 @dataclass(frozen=True)
@@ -110,22 +107,22 @@ class ContainerSpec:
     """``None``: the engine's default network; ``"none"``: no network; else a network name."""
     read_only: bool = False
     """A read-only root filesystem, with a writable tmpfs at ``/tmp``."""
-    partition: str | None = None
-    """Slurm partition (``sbatch -p``); ``None``: the cluster's default."""
-    account: str | None = None
-    """Slurm account (``sbatch -A``)."""
-    qos: str | None = None
-    """Slurm quality of service (``sbatch --qos``)."""
-    slurm_args: tuple[str, ...] = ()
-    """Extra ``sbatch`` arguments."""
     queue_timeout: float = 600.0
     """Seconds a batch job may stay pending before creation fails (scheduler backends only)."""
+    backend_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Options a backend adds (its ``Backend.options``), set to other than their default, by
+    that backend's name: ``{"slurm": {"partition": "gpu"}}``."""
     command: tuple[str, ...] = ()
     """The main process (set by the core: the runner's bootstrap); it reads its stdin."""
 
     def options_set(self) -> list[str]:
-        """Names of the optional container settings this spec asks for."""
-        return [name for name in OPTIONAL_SETTINGS if getattr(self, name) not in (None, (), "", False)]
+        """Names of the optional container settings and backend options this spec asks for."""
+        names = [name for name in OPTIONAL_SETTINGS if getattr(self, name) not in (None, (), "", False)]
+        return names + sorted(name for options in self.backend_options.values() for name in options)
+
+    def owner_of(self, option: str) -> str | None:
+        """The backend that added ``option`` to :attr:`backend_options`, if one did."""
+        return next((backend for backend, names in self.backend_options.items() if option in names), None)
 
 
 @dataclass(frozen=True)
@@ -209,19 +206,34 @@ class Backend(abc.ABC):
     """Whether tasks run in a container (the local backend's run on the host)."""
     auto_candidate: ClassVar[bool] = True
     """Whether ``backend="auto"`` may pick this backend (a cluster must be asked for by name)."""
+    options: ClassVar[tuple[Option, ...]] = ()
+    """The options this backend adds to the shared ones; they reach it in
+    ``ContainerSpec.backend_options[name]``, and every other backend refuses them."""
+    option_notes: ClassVar[Mapping[str, str]] = {}
+    """How this backend treats each shared option, where it differs from
+    :attr:`option_note_default` (the docs table's column for this backend)."""
+    start_hint: ClassVar[str] = ""
+    """How to start this backend's engine, for messages."""
+    option_note_default: ClassVar[str] = "yes"
+    """What this backend does with a shared option its notes do not name."""
 
     def __init__(self, config: BackendConfig | None = None) -> None:
         self.config = config or BackendConfig()
+        self.auto_reason = ""
+        """Why ``backend="auto"`` picked this backend when it is a fallback (for messages)."""
 
     def unsupported(self, spec: ContainerSpec) -> list[str]:
         """The options ``spec`` asks for that this backend cannot honour (asked per instance:
         some limits, like rootless Podman's on cgroup v1, are known only at run time)."""
-        return sorted(set(spec.options_set()) - self.supported_options)
+        own = {option.name for option in self.options}
+        return sorted(set(spec.options_set()) - self.supported_options - own)
 
-    def explain_unsupported(self, names: list[str]) -> str:
+    def explain_unsupported(self, names: list[str], spec: ContainerSpec) -> str:
         """What to do about options :meth:`unsupported` named."""
-        if set(names) <= set(SCHEDULER_SETTINGS):
-            return "they apply to backend='slurm' only: remove them, or use backend='slurm'"
+        owners = {spec.owner_of(name) for name in names}
+        if len(owners) == 1 and None not in owners:
+            owner = owners.pop()
+            return f"they apply to backend={owner!r} only: remove them, or use backend={owner!r}"
         return "use a container engine backend (docker or podman) or remove them"
 
     def adapt_spec(self, spec: ContainerSpec, time_limit: float | None) -> ContainerSpec:
@@ -232,13 +244,22 @@ class Backend(abc.ABC):
         """
         return spec
 
-    @abc.abstractmethod
-    def available(self) -> bool:
-        """Whether the engine answers now; never raises."""
+    def check(self) -> None:  # noqa: B027 - nothing to check by default
+        """The one health probe a backend implements: raise
+        :class:`~oci_executor.errors.EngineUnavailableError` (or another of our errors, naming
+        the fix) unless it can run a task now. Nothing by default (always ready)."""
 
     def problem(self) -> str | None:
-        """Why the engine cannot run a task now (its diagnosis), or None; never raises."""
-        return None if self.available() else f"{self.describe()} is not available"
+        """Why the backend cannot run a task now (:meth:`check`'s message), or None; never raises."""
+        try:
+            self.check()
+        except OCIExecutorError as exc:
+            return str(exc)
+        return None
+
+    def available(self) -> bool:
+        """Whether the backend can run a task now (:meth:`check` passes); never raises."""
+        return self.problem() is None
 
     def describe(self) -> str:
         """A short human description (engine and address) for messages."""
@@ -255,6 +276,16 @@ class Backend(abc.ABC):
         """The ID of ``image`` in the engine's store, or None if absent or unknown (optional;
         environments use it to find an image's facts without starting a container)."""
         return None
+
+    def diagnose(self, spec: ContainerSpec, pull_policy: str) -> list[Finding]:
+        """This backend's findings for ``oci-executor doctor``, each with its fix, in the order a
+        user fixes them: its engine, then what ``spec`` needs of it (``spec.image`` is the
+        configured image; nothing may be pulled). The doctor adds the Python check (a runner
+        started from the image) when none of these is a failure of the engine or the image.
+
+        By default: whether it answers, and whether it honours ``spec``'s options.
+        """
+        return basic_findings(self, spec)
 
     def installed(self) -> bool:
         """Whether this backend's engine is installed here (so ``auto`` must not skip past it to
@@ -313,9 +344,6 @@ class Backend(abc.ABC):
 
     def remove_managed(self, container_id: str) -> None:  # noqa: B027 - optional hook
         """Kill and remove one container that :meth:`managed` listed; a gone one is fine."""
-
-    def check(self) -> None:  # noqa: B027 - optional hook
-        """Raise :class:`~oci_executor.errors.EngineUnavailableError` unless the engine answers now."""
 
     def oom_killed(self, container: Container) -> bool:
         """Whether the kernel's OOM killer killed a process in the container (best effort)."""

@@ -15,19 +15,17 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from oci_executor import environments, settings
-from oci_executor.backend import MANAGED_LABEL, Backend, Container
+from oci_executor.backend import Backend, Container
 from oci_executor.execute import TaskNotStarted, execute
+from oci_executor.labels import DISPATCH_LABEL, MANAGED_LABEL, NODE_LABEL, OWNER_LABEL
 from oci_executor.lifecycle import start_runner
-from oci_executor.options import check_time_limit
-from oci_executor.owner import OWNER_LABEL, this_owner
-from oci_executor.pool import POOL, pool_key, shared_backend
+from oci_executor.owner import this_owner
+from oci_executor.parsing import check_time_limit
+from oci_executor.pool import POOL, pool_key
+from oci_executor.registry import shared_backend
 from oci_executor.task import TaskOutcome, TaskPayload
 
 log = logging.getLogger(__name__)
-
-LABEL_PREFIX = "io.oci-executor"
-DISPATCH_LABEL = f"{LABEL_PREFIX}.dispatch-id"
-NODE_LABEL = f"{LABEL_PREFIX}.node-id"
 
 
 def our_labels(dispatch_id: str, node_id: str) -> dict[str, str]:

@@ -41,6 +41,7 @@ class OCIExecutorError(Exception):
         image: str | None = None,
         container_id: str | None = None,
         exit_code: int | None = None,
+        kind: str = "",
     ) -> None:
         super().__init__(message)
         self.address = address
@@ -48,6 +49,9 @@ class OCIExecutorError(Exception):
         self.image = image
         self.container_id = container_id
         self.exit_code = exit_code
+        self.kind = kind
+        """What the engine's own error meant, when one was mapped at the backend boundary:
+        ``missing``, ``conflict`` (HTTP 409), ``unavailable`` or ``engine``; else empty."""
 
 
 class ConfigurationError(OCIExecutorError, ValueError):
@@ -71,7 +75,15 @@ class BackendError(OCIExecutorError):
 
 
 class EngineUnavailableError(BackendError):
-    """The engine's socket does not answer (engine not installed, not running, silent or gone)."""
+    """The engine's socket does not answer (engine not installed, not running, silent or gone).
+
+    ``link_lost``: the way to the engine (a remote engine's ssh link) was lost, not
+    necessarily the engine itself.
+    """
+
+    def __init__(self, message: str = "", *, link_lost: bool = False, **fields: object) -> None:
+        super().__init__(message, **fields)  # type: ignore[arg-type]
+        self.link_lost = link_lost
 
 
 class EnginePermissionError(EngineUnavailableError):
@@ -97,7 +109,7 @@ class SshConnectionError(EngineUnavailableError):
         reason: str = "",
         **fields: object,
     ) -> None:
-        super().__init__(message, **fields)  # type: ignore[arg-type]
+        super().__init__(message, link_lost=reason == "link-lost", **fields)
         self.host = host
         self.user = user
         self.port = port

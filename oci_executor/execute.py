@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import struct
 import threading
 from typing import Any
 
 from oci_executor import protocol
 from oci_executor.channel import ChannelClosed, FrameReader
 from oci_executor.errors import EngineUnavailableError, OutOfMemoryError, RunnerError, TaskTimeoutError
-from oci_executor.lifecycle import Runner
+from oci_executor.lifecycle import RunnerHandle
 from oci_executor.task import TaskOutcome, TaskPayload, outcome_from_record
 
-_LEN = struct.Struct(">Q")
 AFFORDABLE_WITHOUT_CHECK = 64 * 1024 * 1024
 """Results up to this size are allocated without reading /proc/meminfo first."""
 
@@ -46,26 +44,26 @@ class _Result:
                 reader.read_into(memoryview(self.value)[self.filled : self.filled + size])
                 self.filled += size
                 return
-            if len(self.head) < _LEN.size:
-                take = min(size, _LEN.size - len(self.head))
+            if len(self.head) < protocol.RECORD_LENGTH.size:
+                take = min(size, protocol.RECORD_LENGTH.size - len(self.head))
             else:
-                take = min(size, _LEN.size + self._record_len() - len(self.head))
+                take = min(size, protocol.RECORD_LENGTH.size + self._record_len() - len(self.head))
             self.head += reader.read(take)
             size -= take
-            if len(self.head) < _LEN.size:
+            if len(self.head) < protocol.RECORD_LENGTH.size:
                 continue
             if self._record_len() > protocol.MAX_RECORD_BYTES:
                 raise protocol.ProtocolError(
                     f"the result record is {self._record_len()} bytes, over the {protocol.MAX_RECORD_BYTES} allowed"
                 )
-            if len(self.head) == _LEN.size + self._record_len():
-                self.record = protocol.decode_record(bytes(self.head[_LEN.size :]))
+            if len(self.head) == protocol.RECORD_LENGTH.size + self._record_len():
+                self.record = protocol.decode_record(bytes(self.head[protocol.RECORD_LENGTH.size :]))
                 wanted = int(self.record.get("size", 0)) if self.record["ok"] else 0
                 _check_affordable(wanted)
                 self.value = bytearray(wanted)
 
     def _record_len(self) -> int:
-        return int(_LEN.unpack(self.head[: _LEN.size])[0])
+        return int(protocol.RECORD_LENGTH.unpack(self.head[: protocol.RECORD_LENGTH.size])[0])
 
 
 def _check_affordable(size: int) -> None:
@@ -87,7 +85,7 @@ def _check_affordable(size: int) -> None:
 
 
 def execute(
-    runner: Runner,
+    runner: RunnerHandle,
     payload: TaskPayload,
     *,
     workdir: str | None = None,
@@ -184,7 +182,7 @@ def execute(
     return dataclasses.replace(outcome, container_id=runner.container.id)
 
 
-def _send_task(runner: Runner, payload: TaskPayload, workdir: str | None) -> None:
+def _send_task(runner: RunnerHandle, payload: TaskPayload, workdir: str | None) -> None:
     """The task frame, then each blob as it is (no joined copy, no reference kept after)."""
     blobs, layout = payload.encode(workdir)
     header = json.dumps(protocol.task_header([len(b) for b in blobs], layout)).encode("utf-8")
@@ -194,13 +192,13 @@ def _send_task(runner: Runner, payload: TaskPayload, workdir: str | None) -> Non
             runner.channel.send(blob)
 
 
-def _engine_gone(runner: Runner) -> None:
+def _engine_gone(runner: RunnerHandle) -> None:
     """If the engine itself went away mid-task, say so (and where, and what to do)."""
     try:
         runner.backend.check()
     except EngineUnavailableError as exc:
-        # Same type and fields (a lost ssh link stays an SshConnectionError naming its host).
-        if getattr(exc, "reason", "") == "link-lost":
+        # Same type and fields (a lost link to a remote engine keeps naming where it was lost).
+        if exc.link_lost:
             lead = f"the task in container {runner.container.id[:12]} did not finish: {exc}"
         else:
             lead = (

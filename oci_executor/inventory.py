@@ -16,9 +16,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from oci_executor.backend import Backend, BackendConfig, ManagedContainer
-from oci_executor.core import DISPATCH_LABEL, NODE_LABEL
 from oci_executor.errors import OCIExecutorError
-from oci_executor.owner import OWNER_LABEL, OwnerState, owner_state
+from oci_executor.labels import DISPATCH_LABEL, NODE_LABEL, OWNER_LABEL
+from oci_executor.owner import OwnerState, owner_state
 from oci_executor.registry import default_registry
 
 ROOTLESS_SOCKETS = "/run/user/*/podman/podman.sock"

@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
-class Runner:
-    """A live container with its resident runner and the channel to it."""
+class RunnerHandle:
+    """The host's handle on a live container: its resident runner and the channel to it."""
 
     backend: Backend
     container: Container
@@ -49,6 +49,7 @@ def runner_modules() -> bytes:
     package = importlib.resources.files("oci_executor")
     modules: dict[str, tuple[bool, str]] = {
         "oci_runner": (False, package.joinpath("runner.py").read_text(encoding="utf-8")),
+        "oci_runner_task": (False, package.joinpath("runner_task.py").read_text(encoding="utf-8")),
         protocol.PROTOCOL_MODULE: (False, package.joinpath("protocol.py").read_text(encoding="utf-8")),
     }
     root = Path(cloudpickle.__file__).parent
@@ -66,15 +67,15 @@ def runner_command(spec: ContainerSpec) -> tuple[str, ...]:
     return (spec.python, "-c", protocol.BOOTSTRAP, f"{spec.idle_timeout:g}", f"{spec.max_lifetime:g}")
 
 
-def start_runner(backend: Backend, spec: ContainerSpec) -> Runner:
+def start_runner(backend: Backend, spec: ContainerSpec) -> RunnerHandle:
     """Create a container for ``spec`` with a resident runner, ready for tasks."""
     unsupported = backend.unsupported(spec)
     if unsupported:
-        why = getattr(backend, "auto_reason", None)
+        why = backend.auto_reason
         raise ConfigurationError(
             f"the {backend.name} backend cannot honour the option(s) {', '.join(unsupported)}"
             + (f" (backend='auto' chose it because {why})" if why else "")
-            + f": {backend.explain_unsupported(unsupported)}."
+            + f": {backend.explain_unsupported(unsupported, spec)}."
         )
     spec = dataclasses.replace(spec, command=runner_command(spec))
     container = backend.create(spec)
@@ -87,7 +88,7 @@ def start_runner(backend: Backend, spec: ContainerSpec) -> Runner:
             channel.close()
         _remove(backend, container)
         raise
-    return Runner(backend, container, channel, spec)
+    return RunnerHandle(backend, container, channel, spec)
 
 
 def _greet(channel: Channel, container: Container) -> None:
@@ -115,7 +116,7 @@ def _greet(channel: Channel, container: Container) -> None:
         )
 
 
-def discard(runner: Runner) -> None:
+def discard(runner: RunnerHandle) -> None:
     """End a runner for good: close its channel and remove its container."""
     runner.channel.close()
     _remove(runner.backend, runner.container)

@@ -1,6 +1,6 @@
 """Who owns a container of ours, and whether that owner still runs.
 
-Every container carries :data:`OWNER_LABEL`: the driver's host name, process ID and the
+Every container carries :data:`oci_executor.labels.OWNER_LABEL`: the driver's host name, process ID and the
 process's start time (so a reused PID is not mistaken for the owner). ``oci-executor gc``
 removes only containers whose owner is gone.
 """
@@ -11,8 +11,6 @@ import functools
 import os
 import socket
 from typing import Literal
-
-OWNER_LABEL = "io.oci-executor.owner"
 
 OwnerState = Literal["alive", "gone", "unknown"]
 

@@ -18,29 +18,31 @@ import json
 import logging
 import threading
 import time
+import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
-from oci_executor.backend import Backend, BackendConfig, ContainerSpec
-from oci_executor.lifecycle import Runner, discard
-from oci_executor.registry import select_backend
+from oci_executor.backend import Backend, ContainerSpec
+from oci_executor.labels import DISPATCH_LABEL, NODE_LABEL
+from oci_executor.lifecycle import RunnerHandle, discard
+from oci_executor.registry import close_shared_backends
 
 log = logging.getLogger(__name__)
 
-REUSE_SCOPES = ("dispatch", "never", "process")
+ReuseScope = Literal["dispatch", "never", "process"]
+REUSE_SCOPES: tuple[str, ...] = typing.get_args(ReuseScope)
+"""Which tasks a warm container serves (the ``reuse`` option)."""
 EXPIRY_MARGIN = 30.0
 """A runner this close to its ``max_lifetime`` is never handed a task."""
 REAP_INTERVAL = 0.5
-PER_TASK_LABELS = ("io.oci-executor.node-id",)
-UNSTARTED_AGE = 60.0
-"""A container of ours created this long ago and never started has no live driver."""
+PER_TASK_LABELS = (NODE_LABEL,)
 
 
 def pool_key(backend: Backend, spec: ContainerSpec, reuse: str, dispatch_id: str) -> str:
     """The key under which runners for ``spec`` are pooled."""
     drop = set(PER_TASK_LABELS)
     if reuse != "dispatch":
-        drop.add("io.oci-executor.dispatch-id")
+        drop.add(DISPATCH_LABEL)
     fields = dataclasses.asdict(spec)
     fields["labels"] = {k: v for k, v in spec.labels.items() if k not in drop}
     scope = dispatch_id if reuse == "dispatch" else reuse
@@ -52,15 +54,15 @@ class Pool:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._idle: dict[str, list[tuple[Runner, float]]] = collections.defaultdict(list)
+        self._idle: dict[str, list[tuple[RunnerHandle, float]]] = collections.defaultdict(list)
         self._live: collections.Counter[str] = collections.Counter()
         self._queues: dict[str, collections.deque[object]] = collections.defaultdict(collections.deque)
         self._removals: set[threading.Thread] = set()
         self._reaper: threading.Thread | None = None
 
     def acquire(
-        self, key: str, limit: int, create: Callable[[], Runner], min_life: float = 0.0
-    ) -> tuple[Runner, bool]:
+        self, key: str, limit: int, create: Callable[[], RunnerHandle], min_life: float = 0.0
+    ) -> tuple[RunnerHandle, bool]:
         """A runner for ``key``: an idle one (``reused=True``) or a new one from ``create``.
 
         An idle runner is handed out only if it lives ``min_life`` seconds (the task's time
@@ -104,7 +106,7 @@ class Pool:
                 self._cond.notify_all()
             raise
 
-    def release(self, key: str, runner: Runner, *, reusable: bool, keep_warm: float = 0.0) -> None:
+    def release(self, key: str, runner: RunnerHandle, *, reusable: bool, keep_warm: float = 0.0) -> None:
         """Return a runner after its task: keep it warm, or discard it in the background."""
         with self._cond:
             if reusable and keep_warm > 0 and runner.expires_in() > EXPIRY_MARGIN:
@@ -115,7 +117,7 @@ class Pool:
                 self._discard_later(runner)
             self._cond.notify_all()
 
-    def _take_idle(self, key: str, min_life: float = 0.0) -> Runner | None:
+    def _take_idle(self, key: str, min_life: float = 0.0) -> RunnerHandle | None:
         idle = self._idle[key]
         while idle:
             runner, _ = idle.pop()
@@ -125,12 +127,12 @@ class Pool:
             self._discard_later(runner)
         return None
 
-    def _discard_later(self, runner: Runner) -> None:
+    def _discard_later(self, runner: RunnerHandle) -> None:
         thread = threading.Thread(target=self._discard, args=(runner,), name="oci-remove", daemon=True)
         self._removals.add(thread)
         thread.start()
 
-    def _discard(self, runner: Runner) -> None:
+    def _discard(self, runner: RunnerHandle) -> None:
         try:
             discard(runner)
         finally:
@@ -186,49 +188,11 @@ class Pool:
 POOL = Pool()
 """The process-wide pool."""
 
-_backends: dict[tuple[str, BackendConfig], Backend] = {}
-_backends_lock = threading.Lock()
-
-
-def shared_backend(name: str, config: BackendConfig) -> Backend:
-    """One backend instance per name and config in this process (``auto`` resolved once).
-
-    Sharing it shares the engine connection and, for Podman, a transient service.
-    """
-    with _backends_lock:
-        backend = _backends.get((name, config))
-        if backend is None:
-            backend = select_backend(name, config)
-            _backends[(name, config)] = backend
-            _backends.setdefault((backend.name, config), backend)
-            threading.Thread(target=_sweep, args=(backend,), name="oci-sweep", daemon=True).start()
-        return backend
-
-
-def _sweep(backend: Backend) -> None:
-    """Remove containers a killed driver left between create and start (best effort)."""
-    try:
-        removed = backend.sweep_unstarted(UNSTARTED_AGE)
-    except Exception as exc:  # noqa: BLE001 - a sweep never fails a task
-        log.debug("could not sweep %s: %s", backend.describe(), exc)
-        return
-    if removed:
-        log.info(
-            "removed %d container(s) a killed process left unstarted on %s", len(removed), backend.describe()
-        )
-
 
 def shutdown() -> None:
-    """Remove every pooled container and close the shared backends (run at exit)."""
+    """Remove every pooled container, then close the shared backends (run at exit)."""
     POOL.drain()
-    with _backends_lock:
-        backends = list({id(b): b for b in _backends.values()}.values())
-        _backends.clear()
-    for backend in backends:
-        try:
-            backend.close()
-        except Exception:  # noqa: BLE001 - best effort at exit
-            log.exception("could not close backend %s", backend.name)
+    close_shared_backends()
 
 
 atexit.register(shutdown)

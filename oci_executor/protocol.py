@@ -79,6 +79,8 @@ def decode_record(raw: bytes) -> dict[str, Any]:
 # Every message on the channel is a frame: one kind byte, an 8-byte big-endian length, then
 # that many bytes. A task frame is followed by ``size`` raw payload bytes (not framed).
 FRAME_HEADER = struct.Struct(">cQ")
+RECORD_LENGTH = struct.Struct(">Q")
+"""The length of the result record at the start of the DATA stream (record, then value bytes)."""
 
 # host -> runner
 MODULES = b"M"
@@ -134,7 +136,7 @@ def decode_control(kind: bytes, body: bytes) -> dict[str, Any]:
 # Python 3, so that a wrong version is reported rather than crashing on syntax.
 BOOTSTRAP = """\
 import json, os, select, struct, sys
-H = struct.Struct(">cQ")
+H = struct.Struct(@FRAME_HEADER@)
 def rd(n):
     b = bytearray()
     while len(b) < n:
@@ -165,4 +167,5 @@ sys.meta_path.insert(0, Finder())
 import oci_runner
 oci_runner.serve(sys.argv[1:])
 """
+BOOTSTRAP = BOOTSTRAP.replace("@FRAME_HEADER@", repr(FRAME_HEADER.format))
 """Run as ``python -c BOOTSTRAP IDLE_TIMEOUT MAX_LIFETIME``; modules arrive as ``{name: [is_package, source]}``."""

@@ -1,10 +1,12 @@
-"""Backend discovery (pluggy) and lookup by name."""
+"""Backend discovery (pluggy), lookup by name, and one shared backend instance per name and
+config in this process."""
 
 from __future__ import annotations
 
 import functools
 import logging
 import sys
+import threading
 
 import pluggy
 
@@ -71,6 +73,16 @@ def plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
+def builtin_registry() -> BackendRegistry:
+    """A registry of the built-in backends alone (installed plugins left out: for the docs)."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    for module_name in BUILTIN_BACKEND_MODULES:
+        __import__(module_name)
+        pm.register(sys.modules[module_name], name=module_name)
+    return build_registry(pm)
+
+
 def build_registry(pm: pluggy.PluginManager | None = None) -> BackendRegistry:
     """Ask every registered plugin to add its backends to a new registry."""
     registry = BackendRegistry()
@@ -131,7 +143,7 @@ def select_backend(
         _skipped(skipped),
         fallback.describe(),
     )
-    fallback.auto_reason = "no container engine is installed" + _skipped(skipped)  # type: ignore[attr-defined]
+    fallback.auto_reason = "no container engine is installed" + _skipped(skipped)
     return fallback
 
 
@@ -139,3 +151,52 @@ def _skipped(skipped: list[tuple[Backend, str]]) -> str:
     if not skipped:
         return ""
     return " (skipped: " + "; ".join(f"{b.describe()}: {p[:300]}" for b, p in skipped) + ")"
+
+
+# -- one backend instance per name and config in this process ---------------------------------
+
+UNSTARTED_AGE = 60.0
+"""A container of ours created this long ago and never started has no live driver."""
+
+_backends: dict[tuple[str, BackendConfig], Backend] = {}
+_backends_lock = threading.Lock()
+
+
+def shared_backend(name: str, config: BackendConfig) -> Backend:
+    """One backend instance per name and config in this process (``auto`` resolved once).
+
+    Sharing it shares the engine connection and, for Podman, a transient service.
+    """
+    with _backends_lock:
+        backend = _backends.get((name, config))
+        if backend is None:
+            backend = select_backend(name, config)
+            _backends[(name, config)] = backend
+            _backends.setdefault((backend.name, config), backend)
+            threading.Thread(target=_sweep, args=(backend,), name="oci-sweep", daemon=True).start()
+        return backend
+
+
+def _sweep(backend: Backend) -> None:
+    """Remove containers a killed driver left between create and start (best effort)."""
+    try:
+        removed = backend.sweep_unstarted(UNSTARTED_AGE)
+    except Exception as exc:  # noqa: BLE001 - a sweep never fails a task
+        log.debug("could not sweep %s: %s", backend.describe(), exc)
+        return
+    if removed:
+        log.info(
+            "removed %d container(s) a killed process left unstarted on %s", len(removed), backend.describe()
+        )
+
+
+def close_shared_backends() -> None:
+    """Close every shared backend (the pool's shutdown calls this after draining)."""
+    with _backends_lock:
+        backends = list({id(b): b for b in _backends.values()}.values())
+        _backends.clear()
+    for backend in backends:
+        try:
+            backend.close()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            log.exception("could not close backend %s", backend.name)

@@ -8,7 +8,9 @@ frames, and finally an EXIT frame. It ends when its stdin closes (the host went 
 engine then removes the container), or after its maximum lifetime.
 
 Standard library only, apart from the cloudpickle copy the host ships with it. Keep this
-file free of imports from ``oci_executor`` other than the protocol.
+file free of imports from ``oci_executor`` other than the protocol and
+:mod:`oci_executor.runner_task` (what runs in the task's child process: Covalent's steps, the
+function, the result record), shipped beside it.
 """
 
 from __future__ import annotations
@@ -20,22 +22,18 @@ import os
 import platform
 import select
 import signal
-import struct
-import subprocess
 import sys
-import traceback
-from collections.abc import Callable
 from typing import Any
 
-try:  # the copy shipped with the runner (the bootstrap provides it, on every backend)
+try:  # the copies shipped with the runner (the bootstrap provides them, on every backend)
     import oci_protocol as protocol
+    from oci_runner_task import perform_task
 except ImportError:  # imported on the host, outside a runner
     from oci_executor import protocol
+    from oci_executor.runner_task import perform_task
 
-RESERVED_RETVAL_KEY_FILES = "files"
 F_SETPIPE_SZ = 1031  # Linux fcntl
 PIPE_SIZE = 1024 * 1024
-_LEN = struct.Struct(">Q")
 
 
 # -- low-level I/O -------------------------------------------------------------------------
@@ -302,185 +300,14 @@ def _child_main(header: dict[str, Any], in_r: int, res_w: int) -> None:
     os.close(in_r)
     sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
     sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
-    record, value = run_task(header, blobs)
+    record, value = perform_task(header, blobs)
     del blobs
     record["version"] = protocol.VERSION
     sys.stdout.flush()
     sys.stderr.flush()
     raw = protocol.encode_record(record)
-    _write_all(res_w, _LEN.pack(len(raw)) + raw)
+    _write_all(res_w, protocol.RECORD_LENGTH.pack(len(raw)) + raw)
     view = memoryview(value)
     for start in range(0, len(view), protocol.CHUNK):
         _write_all(res_w, view[start : start + protocol.CHUNK])
     os.close(res_w)
-
-
-class StepFailed(Exception):
-    """A DepsBash/DepsPip/DepsCall step failed: says which step, which command, its last lines."""
-
-
-STEP_NAMES = {"bash": "DepsBash", "pip": "DepsPip", "call": "DepsCall"}
-TAIL_LINES = 20
-
-
-def _command(argv: str | list[str], what: str) -> None:
-    """Run a step's command, echoing its output live; raise :class:`StepFailed` with the last lines."""
-    import collections
-
-    sys.stdout.flush()
-    sys.stderr.flush()
-    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-    try:
-        process = subprocess.Popen(
-            argv,
-            shell=isinstance(argv, str),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-    except OSError as exc:
-        raise StepFailed(f"{what} could not start: {exc}") from None
-    assert process.stdout is not None
-    for raw in process.stdout:
-        line = raw.decode("utf-8", errors="backslashreplace")
-        sys.stdout.write(line)
-        tail.append(line.rstrip("\n"))
-    status = process.wait()
-    sys.stdout.flush()
-    if status != 0:
-        shown = " ".join(argv) if isinstance(argv, list) else argv
-        last = "\n".join(f"    {line}" for line in tail) or "    (no output)"
-        raise StepFailed(
-            f"{what} failed: command {shown!r} exited with status {status}; its last lines:\n{last}"
-        )
-
-
-def _run_step(
-    step: dict[str, Any],
-    blobs: list[bytes],
-    loads: Callable[[bytes], Any],
-    retvals: dict[str, list[Any]],
-    what: str = "step",
-) -> None:
-    kind = step["kind"]
-    if kind == "bash":
-        for command in step["commands"]:
-            _command(command, what)
-    elif kind == "pip":
-        argv = [sys.executable, "-m", "pip", "install", "--no-input"]
-        if step.get("requirements"):
-            req = os.path.join(os.getcwd(), ".oci-requirements.txt")
-            with open(req, "w", encoding="utf-8") as handle:
-                handle.write(step["requirements"])
-            argv += ["-r", req]
-        else:
-            argv += list(step["packages"])
-        _command(argv, what)
-    elif kind == "call":
-        function = loads(blobs[step["function"]])
-        try:
-            value = function(*loads(blobs[step["args"]]), **loads(blobs[step["kwargs"]]))
-        except Exception as exc:
-            name = getattr(function, "__qualname__", type(function).__name__)
-            raise StepFailed(f"{what} ({name}) raised {type(exc).__name__}: {_safe_str(exc)}") from exc
-        key = step.get("retval_key")
-        if key:
-            retvals.setdefault(key, []).append(value)
-    else:
-        raise ValueError(f"unknown step kind {kind!r}")
-
-
-def _run_steps(
-    phase: str, steps: list[dict[str, Any]], blobs: list[bytes], loads: Callable[[bytes], Any]
-) -> dict[str, list[Any]]:
-    """Run a phase's steps in order; each failure names the step (``call_before step 2 of 3: DepsBash``)."""
-    retvals: dict[str, list[Any]] = {}
-    for index, step in enumerate(steps, 1):
-        what = f"{phase} step {index} of {len(steps)} ({STEP_NAMES.get(step['kind'], step['kind'])})"
-        _run_step(step, blobs, loads, retvals, what)
-    return retvals
-
-
-def _failure(phase: str, exc: BaseException) -> dict[str, Any]:
-    cls = type(exc)
-    return {
-        "ok": False,
-        "phase": phase,
-        "type": f"{cls.__module__}.{cls.__qualname__}",
-        "message": _cut(_safe_str(exc), protocol.MESSAGE_LIMIT),
-        "traceback": _cut(
-            "".join(traceback.format_exception(cls, exc, exc.__traceback__)), protocol.TRACEBACK_LIMIT
-        ),
-    }
-
-
-def _safe_str(obj: object) -> str:
-    try:
-        return str(obj)
-    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the result
-        return f"<{type(obj).__name__}>"
-
-
-def _short_text(value: object) -> str:
-    """``str(value)`` for Covalent's result summary, without rendering a huge value whole."""
-    limit = protocol.REPR_LIMIT
-    if isinstance(value, str):
-        return value[:limit]
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return str(bytes(value[:limit]))[:limit]
-    if isinstance(value, (list, tuple, dict, set, frozenset)):
-        import reprlib
-
-        short = reprlib.Repr()
-        short.maxlevel, short.maxstring, short.maxother = 3, limit, limit
-        short.maxlist = short.maxtuple = short.maxdict = short.maxset = short.maxfrozenset = 100
-        return short.repr(value)[:limit]
-    return _safe_str(value)[:limit]
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit // 2] + "\n[... cut ...]\n" + text[-limit // 2 :]
-
-
-def run_task(header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], bytes]:
-    """Run one task; return its result record and the value's pickled bytes."""
-    workdir = header.get("workdir")
-    phase = "load"
-    try:
-        if workdir:
-            os.makedirs(workdir, exist_ok=True)
-            os.chdir(workdir)
-        import cloudpickle
-
-        loads = cloudpickle.loads
-        # As Covalent's wrapper_fn: the steps first, then the inputs and the function are
-        # unpickled (a step may install or create what they import).
-        phase = "call_before"
-        retvals = _run_steps(phase, header["before"], blobs, loads)
-
-        phase = "load"
-        args = [loads(blobs[i]) for i in header["args"]]
-        kwargs = {k: loads(blobs[i]) for k, i in header["kwargs"].items()}
-        for key, values in retvals.items():
-            single = len(values) == 1 and key != RESERVED_RETVAL_KEY_FILES
-            kwargs[key] = values[0] if single else values
-        function = loads(blobs[header["function"]])
-
-        phase = "task"
-        output = function(*args, **kwargs)
-
-        phase = "call_after"
-        _run_steps(phase, header["after"], blobs, loads)
-
-        phase = "result"
-        value = cloudpickle.dumps(output)
-        record = {
-            "ok": True,
-            "size": len(value),
-            "repr": _short_text(output),
-            "python": platform.python_version(),
-            "cloudpickle": cloudpickle.__version__,
-        }
-    except BaseException as exc:  # noqa: BLE001 - everything the task raises is reported
-        return _failure(phase, exc), b""
-    return record, value

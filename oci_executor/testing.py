@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import socket
-import struct
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
@@ -35,8 +34,6 @@ from oci_executor.backend import (
 from oci_executor.channel import Channel, StreamChannel
 from oci_executor.errors import ContainerNotFoundError
 from oci_executor.task import host_python_version
-
-_LEN = struct.Struct(">Q")
 
 
 @dataclass
@@ -95,9 +92,6 @@ class FakeBackend(Backend):
         return fake
 
     # -- the verbs -------------------------------------------------------------------------
-
-    def available(self) -> bool:
-        return True
 
     def create(self, spec: ContainerSpec) -> Container:
         self._verb("create", spec.image)
@@ -187,7 +181,7 @@ def _serve(fake: FakeContainer, python: str) -> None:
             fake.tasks += 1
             record, value = _run(header, blobs)
             raw = protocol.encode_record(record)
-            sock.sendall(protocol.frame(protocol.DATA, _LEN.pack(len(raw)) + raw + value))
+            sock.sendall(protocol.frame(protocol.DATA, protocol.RECORD_LENGTH.pack(len(raw)) + raw + value))
             sock.sendall(protocol.frame(protocol.EXIT, b'{"exit_code": 0}'))
     except (OSError, EOFError, ValueError):
         return

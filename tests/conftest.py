@@ -97,6 +97,8 @@ def _target(target_id: str) -> Target:
     if target_id == "local":
         return Target("local", "local", "", engines.test_image())
     address = engines.require_engine(target_id)
+    if target_id == engines.CLI_TEMPLATE:  # its containers are rootful Podman's: listed there
+        return Target(target_id, target_id, address, engines.test_image(), "", engines.address("podman"))
     backend = "podman" if target_id.startswith("podman") else target_id.removesuffix("-ssh")
     local = engines.address(engines.LOCAL_OF[target_id]) if target_id in engines.LOCAL_OF else ""
     return Target(target_id, backend, address, engines.test_image(), engines.identity(target_id), local)

@@ -16,7 +16,10 @@ import pytest
 
 ROOTLESS_USER = os.environ.get("OCI_TEST_ROOTLESS_USER", "ocitest")
 ENGINE_TARGETS = ["docker", "podman", "podman-rootless"]
-CONTRACT_TARGETS = ["local", *ENGINE_TARGETS, "slurm"]
+CONTRACT_TARGETS = ["local", *ENGINE_TARGETS, "slurm", "podman-cli"]
+"""Every backend, and ``podman-cli``: docs/backends.md's template (tests/cli_backend/) over the
+rootful Podman command line, registered by the test that uses it."""
+CLI_TEMPLATE = "podman-cli"
 SLURM_CONF = os.environ.get("OCI_TEST_SLURM_CONF", "/run/oci-executor/slurm/slurm.conf")
 """The test cluster's config, written by scripts/setup-slurm.sh."""
 REMOTE_TARGETS = ["docker-ssh", "podman-rootless-ssh"]
@@ -77,6 +80,8 @@ def address(target_id: str) -> str:
         except KeyError:
             return f"unix:///run/user/<no user {ROOTLESS_USER}>/podman/podman.sock"
         return os.environ.get("OCI_TEST_PODMAN_ROOTLESS_HOST", f"unix:///run/user/{uid}/podman/podman.sock")
+    if target_id == CLI_TEMPLATE:
+        return ""  # the podman command's own default (rootful as root)
     if target_id == "slurm":
         # The tests run as root: jobs run as the rootless test user (sbatch/srun --uid).
         return f"{ROOTLESS_USER}@{SLURM_CONF}" if os.geteuid() == 0 else SLURM_CONF
@@ -201,12 +206,32 @@ def require_engine(target_id: str) -> str:
         _status[target_id] = _ssh_problem(target_id)
     if target_id not in _status:
         backend = "podman" if target_id.startswith("podman") else target_id
-        problem = _slurm_problem() if target_id == "slurm" else _engine_problem(backend, addr)
+        if target_id == CLI_TEMPLATE:
+            problem = _engine_problem("podman", address("podman")) or _register_cli_template()
+        else:
+            problem = _slurm_problem() if target_id == "slurm" else _engine_problem(backend, addr)
         _status[target_id] = problem
     problem = _status[target_id]
     if problem:
         unusable(f"{target_id} engine at {addr} not usable with image {test_image()} ({problem})")
     return addr
+
+
+def _register_cli_template() -> str | None:
+    """Register docs/backends.md's template backend in this process's registry (None: done)."""
+    import sys
+
+    from oci_executor.registry import default_registry
+
+    folder = os.path.join(os.path.dirname(__file__), "cli_backend")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    from oci_cli_backend import CliBackend
+
+    registry = default_registry()
+    if CLI_TEMPLATE not in registry.names():
+        registry.add(CliBackend)
+    return None
 
 
 def _ssh_problem(target_id: str) -> str | None:

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from oci_executor.core import DISPATCH_LABEL, NODE_LABEL
-from oci_executor.owner import OWNER_LABEL, this_owner
+from oci_executor.labels import DISPATCH_LABEL, NODE_LABEL, OWNER_LABEL
+from oci_executor.owner import this_owner
 from tests import engines
 from tests.conftest import Target
 

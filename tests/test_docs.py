@@ -341,3 +341,10 @@ def test_the_architecture_tree_draws_every_module_and_no_other() -> None:
     drawn -= {p for p in drawn if p.endswith("/__init__.py") and (package.parent / p).exists()}
     assert sorted(modules - drawn) == [], "modules missing from docs/architecture.md's tree"
     assert sorted(drawn - modules) == [], "docs/architecture.md's tree draws modules that do not exist"
+
+
+def test_the_backend_template_page_shows_the_tested_template() -> None:
+    text = (DOCS / "backends.md").read_text(encoding="utf-8")
+    shown = text.split("```python\n", 1)[1].split("```", 1)[0]
+    template = (DOCS.parent / "tests" / "cli_backend" / "oci_cli_backend.py").read_text(encoding="utf-8")
+    assert shown == template, "docs/backends.md must show tests/cli_backend/oci_cli_backend.py as it is"

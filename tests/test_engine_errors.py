@@ -164,7 +164,7 @@ def _stat_tmp() -> dict[str, Any]:
 
 def test_copy_in_keeps_tmp_sticky_and_creates_missing_folders(engine_target: Target) -> None:
     """The archive verbs on a live container: missing folders appear, /tmp keeps mode 1777."""
-    from oci_executor.pool import shared_backend
+    from oci_executor.registry import shared_backend
 
     executor = engine_target.executor()
     seen: list[Any] = []

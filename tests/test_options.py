@@ -11,9 +11,9 @@ from oci_executor.backend import ContainerSpec
 from oci_executor.backends.docker import DockerBackend, device_request
 from oci_executor.backends.podman import PodmanBackend
 from oci_executor.backends.shared.intent import container_intent
-from oci_executor.backends.slurm.render import podman_run_args
+from oci_executor.backends.shared.runargs import run_args
 from oci_executor.errors import ConfigurationError, OutOfMemoryError, TaskTimeoutError
-from oci_executor.options import parse_gpus
+from oci_executor.parsing import parse_gpus
 from tests import engines
 from tests.conftest import Target
 
@@ -194,9 +194,9 @@ def test_gpu_translation(value: Any, docker_request: dict[str, Any], podman_devi
     assert list(container_intent(spec, rootless=True).devices) == podman_devices
     assert "device_requests" in DockerBackend().create_kwargs(spec)
     assert _rootful_podman().create_kwargs(spec)["devices"] == podman_devices
-    assert [
-        a for a in podman_run_args(container_intent(spec, rootless=True)) if a.startswith("--device=")
-    ] == [f"--device={device}" for device in podman_devices]
+    assert [a for a in run_args(container_intent(spec, rootless=True)) if a.startswith("--device=")] == [
+        f"--device={device}" for device in podman_devices
+    ]
 
 
 def _rootful_podman() -> PodmanBackend:
@@ -313,4 +313,4 @@ def test_selinux_relabel_translation() -> None:
     assert _rootful_podman().create_kwargs(spec)["volumes"] == {
         "/h": {"bind": "/c", "extended_mode": ["ro", "z"]}
     }
-    assert "--volume=/h:/c:ro,z" in podman_run_args(container_intent(spec, rootless=True))
+    assert "--volume=/h:/c:ro,z" in run_args(container_intent(spec, rootless=True))

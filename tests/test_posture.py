@@ -40,7 +40,7 @@ ALLOWED_CAPABILITIES = {
 ALLOWED_MASK = sum(1 << bit for bit in ALLOWED_CAPABILITIES.values())
 
 
-@pytest.fixture(params=[*engines.ENGINE_TARGETS, "slurm"])
+@pytest.fixture(params=[*engines.ENGINE_TARGETS, "slurm", engines.CLI_TEMPLATE])
 def container_target(request: pytest.FixtureRequest) -> Iterator[Target]:
     """Every backend that runs tasks in containers (local runs them on the host, by design)."""
     yield from _leaving_nothing(request.param)
@@ -107,7 +107,8 @@ def test_posture_is_the_same_on_every_backend(container_target: Target, shared_d
     labels: dict[str, str] = {}
 
     def inspect(container: Any) -> None:
-        attrs = engines.container_attrs(container_target.backend, container_target.address, container.id)
+        where = container_target.local_address or container_target.address
+        attrs = engines.container_attrs(container_target.backend, where, container.id)
         labels.update(attrs["Config"]["Labels"])
 
     executor = container_target.executor(
@@ -144,7 +145,9 @@ def test_posture_is_the_same_on_every_backend(container_target: Target, shared_d
     # task runs as (root for rootful engines; the engine's user for rootless ones: keep-id).
     owner = os.stat(shared_dir / "written-by-task.txt").st_uid
     assert owner == seen["uid"]
-    expected = 0 if container_target.id in ("docker", "podman") else engines.rootless_uid()
+    expected = (
+        0 if container_target.id in ("docker", "podman", engines.CLI_TEMPLATE) else engines.rootless_uid()
+    )
     if container_target.id == "slurm" and os.geteuid() != 0:
         expected = os.geteuid()
     assert owner == expected

@@ -27,14 +27,14 @@ from oci_executor import OCIExecutor, settings
 from oci_executor.backend import BackendConfig, Volume
 from oci_executor.backends.docker import DockerBackend
 from oci_executor.backends.podman import PodmanBackend
-from oci_executor.doctor.volumes import check_volumes
+from oci_executor.backends.shared.engine.volumes import check_volumes
 from oci_executor.errors import (
     ImageNotFoundError,
     PythonVersionMismatchError,
     SshConnectionError,
     TaskTimeoutError,
 )
-from oci_executor.pool import shared_backend
+from oci_executor.registry import shared_backend
 from tests import engines, tasks
 from tests.conftest import Target
 
@@ -108,7 +108,7 @@ def test_the_tunnel_dies_with_the_process_and_leaves_no_file(remote_target: Targ
         import os, sys, time
         sys.path.insert(0, {os.getcwd()!r})
         from oci_executor import OCIExecutor, settings
-        from oci_executor.pool import shared_backend
+        from oci_executor.registry import shared_backend
         ex = OCIExecutor(image={remote_target.image!r}, backend={remote_target.backend!r},
                          address={remote_target.address!r}, ssh_identity={remote_target.identity!r})
         backend = shared_backend(ex.backend, settings.backend_config(ex.values()))
@@ -370,7 +370,7 @@ def test_volume_findings_name_the_remote_host() -> None:
             address=f"ssh://root@127.0.0.1:{PORT}", ssh_identity=engines.identity("docker-ssh")
         )
         findings = check_volumes(
-            "docker", config, [Volume(here, "/data"), Volume("/oci-no-such-folder", "/x")]
+            DockerBackend(config), [Volume(here, "/data"), Volume("/oci-no-such-folder", "/x")]
         )
         text = "\n".join(f.message for f in findings)
         assert "127.0.0.1" in text and "not on this machine" in text
@@ -379,7 +379,7 @@ def test_volume_findings_name_the_remote_host() -> None:
         assert "mkdir -p /oci-no-such-folder" in missing[0].fix
         assert not [f for f in findings if here in f.message and f.status == "fail"]
         local = BackendConfig(address="unix:///var/run/docker.sock")
-        assert check_volumes("docker", local, [Volume(here, "/d")]) == []
+        assert check_volumes(DockerBackend(local), [Volume(here, "/d")]) == []
     finally:
         os.rmdir(here)
 

@@ -36,8 +36,8 @@ class _Down(LocalBackend):
     isolated = True
     priority = 30
 
-    def available(self) -> bool:
-        return False
+    def check(self) -> None:
+        raise EngineUnavailableError(f"{self.describe()} is not available")
 
     def installed(self) -> bool:
         return False
@@ -46,8 +46,8 @@ class _Down(LocalBackend):
 class _Broken(_Down):
     """An engine backend whose engine is installed but does not work."""
 
-    def problem(self) -> str | None:
-        return "XDG_RUNTIME_DIR=/run/user/0 belongs to uid 0, not to you"
+    def check(self) -> None:
+        raise EngineUnavailableError("XDG_RUNTIME_DIR=/run/user/0 belongs to uid 0, not to you")
 
     def installed(self) -> bool:
         return True

@@ -42,9 +42,32 @@ class LocalBackend(Backend):
     priority = -10
     isolated = False
     supported_options = frozenset({"workdir"})
-
-    def available(self) -> bool:
-        return True
+    option_note_default = "unused"
+    option_notes = {
+        "image": "ignored (runs the host's Python)",
+        "backend": '`"local"`',
+        "python": "unused (the host's `sys.executable`)",
+        "idle_timeout": "yes, for the runner subprocess",
+        "max_lifetime": "yes",
+        "env": "added to the runner's environment",
+        "volumes": "error",
+        "userns": "error",
+        "workdir": "the runner creates it and runs the task there",
+        "packages": "yes: the environment's folder is put on the runner's `sys.path` (not the host's site-packages)",
+        "requirements": "yes",
+        "wheels_only": "yes",
+        "user": "error",
+        "cpus": "error",
+        "memory": "error",
+        "gpus": "error",
+        "network": "error",
+        "shm_size": "error",
+        "read_only": "error",
+        "reuse": "yes (the runner subprocess)",
+        "max_containers": "yes",
+        "keep_warm": "yes",
+        "queue_timeout": "unused (no queue)",
+    }
 
     def describe(self) -> str:
         return f"{self.name} ({sys.executable})"

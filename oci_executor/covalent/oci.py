@@ -25,9 +25,8 @@ from oci_executor.backend import BackendConfig, Container, ContainerSpec
 from oci_executor.core import our_labels, run_task
 from oci_executor.covalent.wrapper import build_task, electron_name, transportable
 from oci_executor.errors import ContainerNotFoundError, OCIExecutorError, TaskTimeoutError
-from oci_executor.options import check_time_limit
-from oci_executor.pool import shared_backend
-from oci_executor.registry import AUTO, default_registry
+from oci_executor.parsing import check_time_limit
+from oci_executor.registry import AUTO, default_registry, shared_backend
 from oci_executor.task import TaskOutcome
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,8 @@ from oci_executor.doctor.config import (
     read_covalent_config,
 )
 from oci_executor.doctor.engine import diagnose_backend
-from oci_executor.doctor.finding import Finding, Status
 from oci_executor.errors import ConfigurationError
+from oci_executor.findings import Finding, Status
 from oci_executor.registry import AUTO, default_registry
 
 __all__ = [

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from oci_executor import settings
-from oci_executor.doctor.finding import Finding
 from oci_executor.errors import ConfigurationError
+from oci_executor.findings import Finding
 from oci_executor.registry import AUTO, default_registry
 
 SECTION = "executors.oci"

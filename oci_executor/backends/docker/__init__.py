@@ -38,10 +38,47 @@ class DockerBackend(EngineBackend):
         (docker.errors.DockerException, "engine"),
     )
     engine = "Docker"
+    option_notes = {
+        "backend": '`"docker"`',
+        "address": "Engine URL (`unix://`, `tcp://`, `ssh://user@host[:port]`, see docs/remote.md); empty: `DOCKER_HOST`, else `unix:///var/run/docker.sock`",
+        "ssh_identity": "private key file for an `ssh://` address (`ssh -i`); empty: your ssh agent and `~/.ssh` keys",
+        "env": "`environment`",
+        "volumes": "`volumes={host: {bind, mode: ro/rw}}` (bind mounts)",
+        "selinux_relabel": "adds `z` to each volume's mode",
+        "userns": "`userns_mode` (e.g. `host`)",
+        "workdir": "`working_dir` (created by Docker)",
+        "user": '`user` (`"uid[:gid]"` or a name in the image)',
+        "cpus": "`cpu_period=100000`, `cpu_quota=cpus*100000`",
+        "memory": '`mem_limit` and `memswap_limit` (no swap beyond it); `"512m"`, `"2g"` or bytes',
+        "gpus": '`device_requests=[DeviceRequest(count or device_ids, capabilities=[["gpu"]])]` (`--gpus`)',
+        "network": "`network_mode`: `none`, `host`, `bridge` or a network's name",
+        "shm_size": "`shm_size` in bytes",
+        "read_only": "`read_only=True` and a tmpfs at `/tmp` (mode 1777)",
+        "queue_timeout": "unused (no queue)",
+    }
     start_hint = (
         "Start the Docker daemon (`sudo systemctl start docker`, or `sudo dockerd &`), "
         "or point DOCKER_HOST or the executor's 'address' option at a running engine."
     )
+
+    subid_reload = "systemctl --user restart docker"  # rootless Docker reads the ranges when it starts
+
+    def start_command(self) -> str:
+        return "sudo systemctl start docker (without systemd: sudo dockerd &)"
+
+    def storage_fix(self, facts: EngineFacts) -> str:
+        return 'set {"storage-driver": "overlay2"} in /etc/docker/daemon.json, then restart dockerd'
+
+    def gpu_support(self, facts: EngineFacts | None) -> tuple[bool, str, str]:
+        """The NVIDIA container runtime (``--gpus``), not CDI."""
+        ok = any("nvidia" in r for r in (facts.runtimes if facts else ())) or bool(
+            shutil.which("nvidia-container-runtime-hook") or shutil.which("nvidia-container-runtime")
+        )
+        return (
+            ok,
+            "NVIDIA runtime" if ok else "no NVIDIA container runtime",
+            "install the NVIDIA Container Toolkit, then sudo nvidia-ctk runtime configure --runtime=docker and restart dockerd",
+        )
 
     def address(self) -> str:
         return self.config.address or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET

@@ -27,6 +27,7 @@ import podman.errors
 from oci_executor.backend import Container, ContainerSpec, EngineFacts, ExecResult
 from oci_executor.backends.podman.attach import http_attach
 from oci_executor.backends.podman.connection import connection
+from oci_executor.backends.podman.diagnosis import PodmanDiagnosis
 from oci_executor.backends.podman.info import engine_facts
 from oci_executor.backends.podman.pull import make_workdir, pull
 from oci_executor.backends.podman.rootless import (  # noqa: F401 - re-exported: this backend's public helpers
@@ -38,7 +39,7 @@ from oci_executor.backends.podman.rootless import (  # noqa: F401 - re-exported:
     runtime_dir_problem,
 )
 from oci_executor.backends.podman.service import SERVICE_IDLE_SECONDS, TransientService  # noqa: F401
-from oci_executor.backends.shared.engine import CONNECT_TIMEOUT, EngineBackend
+from oci_executor.backends.shared.engine import CONNECT_TIMEOUT
 from oci_executor.backends.shared.intent import ContainerIntent
 from oci_executor.backends.shared.ssh import SshTarget, run_remote
 from oci_executor.channel import Channel
@@ -55,7 +56,7 @@ _vfs_warned: set[str] = set()
 log = logging.getLogger(__name__)
 
 
-class PodmanBackend(EngineBackend):
+class PodmanBackend(PodmanDiagnosis):
     """Tasks in Podman containers, rootful or rootless."""
 
     name = "podman"
@@ -67,6 +68,23 @@ class PodmanBackend(EngineBackend):
         (podman.errors.PodmanError, "engine"),
     )
     engine = "Podman"
+    option_notes = {
+        "backend": '`"podman"`',
+        "address": "service URL (`unix://`, `tcp://`, `ssh://user@host[:port]/path/to/podman.sock`) or a connection name (`podman system connection add`); empty: `CONTAINER_HOST`, else your rootless socket (`$XDG_RUNTIME_DIR/podman/podman.sock`, `/run/user/UID/...` or `/tmp/podman-run-UID/...`), else (root only) `unix:///run/podman/podman.sock`; with neither set and no socket answering, a transient service",
+        "ssh_identity": "yes; empty: the connection's identity, else `CONTAINER_SSHKEY`, else your ssh agent and `~/.ssh` keys",
+        "env": "`environment`",
+        "volumes": '`volumes={host: {bind, extended_mode: [ro/rw]}}`; rootless: `userns_mode="keep-id"` unless `userns` is set',
+        "selinux_relabel": "adds `z` to each volume's options",
+        "userns": "`userns_mode` (e.g. `keep-id`, `auto`); empty: automatic, see `volumes`",
+        "workdir": "`working_dir`, created owned by `user` if missing",
+        "user": "`user`",
+        "cpus": "yes; rootless on cgroup v1: error",
+        "memory": "yes; rootless on cgroup v1: error",
+        "gpus": "CDI `devices`: `nvidia.com/gpu=all`, `=0..N-1`, or `=ID` each",
+        "network": "`none`/`host`/`bridge` as `network_mode`; a name as `networks={name: {}}`",
+        "read_only": "`read_only=True` and a tmpfs mount at `/tmp`",
+        "queue_timeout": "unused (no queue)",
+    }
     start_hint = (
         "Start the Podman service (`podman system service --time=0 &` as your user for rootless, "
         "`systemctl --user start podman.socket`, or `sudo systemctl start podman.socket`), or point "
@@ -223,14 +241,14 @@ class PodmanBackend(EngineBackend):
             names += [name for name in ("cpus", "memory") if getattr(spec, name)]
         return sorted(names)
 
-    def explain_unsupported(self, names: list[str]) -> str:
+    def explain_unsupported(self, names: list[str], spec: ContainerSpec) -> str:
         if {"cpus", "memory"} & set(names) and self.rootless():
             return (
                 "rootless Podman cannot set cpus or memory limits on a cgroup v1 host (it would "
                 "silently ignore them). Boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1), "
                 "use rootful Podman or Docker, or drop the limits"
             )
-        return super().explain_unsupported(names)
+        return super().explain_unsupported(names, spec)
 
     # -- the intent in podman-py's terms, and the verbs' engine specifics ------------------
 

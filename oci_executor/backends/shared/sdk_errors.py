@@ -42,7 +42,7 @@ class SdkErrors(abc.ABC):
 
     engine: str = "engine"
     """Human name of the engine, for messages."""
-    start_hint: str = ""
+    start_hint: ClassVar[str] = ""
     """How to start the engine, for messages."""
 
     @abc.abstractmethod
@@ -117,5 +117,5 @@ class SdkErrors(abc.ABC):
             mapped.address = self.address()
             mapped.container_id = mapped.container_id or container_id
             mapped.image = mapped.image or image
-            mapped.kind = kind  # type: ignore[attr-defined]
+            mapped.kind = kind
             raise mapped from exc

@@ -26,7 +26,6 @@ import os
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Mapping, Sequence
 
 from oci_executor.backend import (
@@ -39,12 +38,13 @@ from oci_executor.backend import (
 )
 from oci_executor.backends.shared.archive import make_tar, read_tar
 from oci_executor.backends.shared.intent import container_intent
+from oci_executor.backends.shared.runargs import run_args
 from oci_executor.backends.slurm import cli as s
-from oci_executor.backends.slurm.render import podman_run_args
+from oci_executor.backends.slurm.jobs import end_job, job_state, submit, wait_running
+from oci_executor.backends.slurm.options import NOTES, OPTIONS
 from oci_executor.backends.slurm.steps import GONE_TIMEOUT, StepChannel, parse_handle
 from oci_executor.channel import Channel
 from oci_executor.errors import (
-    BackendError,
     ConfigurationError,
     ContainerError,
     ContainerNotFoundError,
@@ -52,12 +52,13 @@ from oci_executor.errors import (
     OCIExecutorError,
 )
 from oci_executor.hookspecs import hookimpl
-from oci_executor.owner import owner_state, this_owner
+from oci_executor.owner import owner_state
 from oci_executor.registry import BackendRegistry
 
 log = logging.getLogger(__name__)
 
 SCRATCH_DIR = "/tmp/oci-executor"
+NODE_ENV = ("SLURMD_NODENAME", "SLURM_JOB_ID")
 JOB_TIME_MARGIN = 60.0
 """Seconds a job lives beyond a task's ``time_limit`` (start-up and clean-up)."""
 
@@ -69,6 +70,9 @@ class SlurmBackend(Backend):
     priority = -20
     auto_candidate = False
     supported_options = frozenset(OPTIONAL_SETTINGS)
+    options = OPTIONS
+    option_notes = NOTES
+    option_note_default = "as Podman (rootless, on the node)"
 
     def __init__(self, config: BackendConfig | None = None) -> None:
         super().__init__(config)
@@ -86,16 +90,6 @@ class SlurmBackend(Backend):
 
     def installed(self) -> bool:
         return s.installed()
-
-    def available(self) -> bool:
-        return self.problem() is None
-
-    def problem(self) -> str | None:
-        try:
-            self.check()
-        except OCIExecutorError as exc:
-            return str(exc)
-        return None
 
     def check(self) -> None:
         if not s.installed():
@@ -121,20 +115,13 @@ class SlurmBackend(Backend):
             raise ConfigurationError("a container needs a main process (ContainerSpec.command)")
         if not s.installed():
             raise EngineUnavailableError(s.not_installed())
-        result = self.cli.run(
-            s.sbatch_argv(self.cli, spec, f"oci-executor owner={this_owner()}"), stdin=s.HOLDER.encode()
-        )
-        if result.returncode != 0:
-            raise s.sbatch_error(s.decode(result.stderr), spec, self.cli)
-        job_id = s.decode(result.stdout).strip().split(";")[0]
-        if not job_id.isdigit():
-            raise BackendError(f"sbatch answered {job_id!r}, not a job id")
+        job_id = submit(self.cli, spec)
         try:
-            node = self._wait_running(job_id, spec)
+            node = wait_running(self.cli, job_id, spec)
             container_id = f"{s.CONTAINER_PREFIX}{job_id}-{node}"
             self._start(container_id, job_id, spec)
         except BaseException:
-            self._end_job(job_id)
+            end_job(self.cli, job_id)
             raise
         return Container(
             id=container_id,
@@ -145,54 +132,6 @@ class SlurmBackend(Backend):
             python=spec.python,
             address=self.config.address or "",
         )
-
-    def _wait_running(self, job_id: str, spec: ContainerSpec) -> str:
-        """The job's node once it runs; a job pending past ``queue_timeout`` is cancelled."""
-        start = time.monotonic()
-        delay = 0.02
-        last_reason = ""
-        while True:
-            state, node, reason = self._job_state(job_id)
-            if state == "RUNNING" and node:
-                return node
-            if state not in s.ACTIVE_STATES:
-                raise BackendError(
-                    f"Slurm job {job_id} ended before it started ({state or 'gone'}"
-                    f"{f', reason {reason}' if reason and reason != 'None' else ''}). "
-                    f"`sacct -j {job_id}` or the slurmctld log says why; check the Slurm options."
-                )
-            if reason in s.NEVER_RUNS:
-                raise ConfigurationError(
-                    f"Slurm job {job_id} can never start ({s.request(spec)}): squeue says {reason}: "
-                    f"{s.NEVER_RUNS[reason]}. The job was cancelled."
-                )
-            if reason != last_reason and reason not in ("None", ""):
-                log.info("Slurm job %s is %s (reason: %s)", job_id, state.lower(), reason)
-                last_reason = reason
-            waited = time.monotonic() - start
-            if waited > spec.queue_timeout:
-                raise BackendError(
-                    f"Slurm job {job_id} was still pending after queue_timeout={spec.queue_timeout:g} s "
-                    f"(squeue's reason: {reason or 'none given'}; {s.pending_advice(reason)}). It was cancelled. "
-                    "Raise queue_timeout to wait longer, or ask for less (cpus, memory, gpus) or another partition."
-                )
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.1)
-
-    def _job_state(self, job_id: str) -> tuple[str, str, str]:
-        """``(state, node, reason)``; state ``""`` once the job is gone."""
-        result = self.cli.run(["squeue", "--noheader", f"--jobs={job_id}", "--format=%T|%N|%r"])
-        out, err = s.decode(result.stdout).strip(), s.decode(result.stderr)
-        if result.returncode != 0:
-            if "invalid job id" in err.lower():
-                return "", "", ""
-            raise EngineUnavailableError(
-                f"squeue failed ({' '.join(err.split())}): {s.controller_fix(self.cli.conf)}."
-            )
-        if not out:
-            return "", "", ""
-        state, node, reason = (out.splitlines()[0].split("|") + ["", ""])[:3]
-        return state, node, reason
 
     def _start(self, container_id: str, job_id: str, spec: ContainerSpec) -> None:
         """Start the container as a step of the job; its stdin/stdout become the channel."""
@@ -206,7 +145,9 @@ class SlurmBackend(Backend):
             "--pull=never",
             f"--label={s.JOB_LABEL}={job_id}",
             f"--label={s.NODE_LABEL}={node}",
-            *podman_run_args(container_intent(spec, rootless=True)),
+            *[f"--env={name}" for name in NODE_ENV],  # the task can tell its node and job
+            # cpus and memory are the job's (sbatch -c, --mem): Slurm enforces them on the node
+            *run_args(container_intent(spec, rootless=True), limits=False),
             spec.image,
             *spec.command,
         ]
@@ -302,13 +243,13 @@ class SlurmBackend(Backend):
     def stop(self, container: Container) -> None:
         """Kill and remove the container on its node, cancel its job, and wait until it ended."""
         job_id, _ = parse_handle(container.id)
-        state, _, _ = self._job_state(job_id)
+        state, _, _ = job_state(self.cli, job_id)
         if state == "RUNNING":
             try:
                 self._step(container, ["rm", "--force", "--time=0", container.id])
             except ContainerNotFoundError:
                 pass
-        self._end_job(job_id)
+        end_job(self.cli, job_id)
 
     def remove(self, container: Container) -> None:
         self.stop(container)
@@ -326,22 +267,6 @@ class SlurmBackend(Backend):
                 process.wait()
         if handle is not None:
             os.close(handle)
-
-    def _end_job(self, job_id: str) -> None:
-        """``scancel`` the job (its trap removes the container) and wait until it has ended."""
-        self.cli.run(["scancel", job_id])
-        deadline = time.monotonic() + GONE_TIMEOUT
-        delay = 0.02
-        while True:
-            state, _, _ = self._job_state(job_id)
-            if state not in s.ACTIVE_STATES:
-                return
-            if time.monotonic() > deadline:
-                raise ContainerError(
-                    f"Slurm job {job_id} was cancelled but is still {state} after {GONE_TIMEOUT:g} s"
-                )
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.1)
 
     def sweep_unstarted(self, older_than: float) -> list[str]:
         """Cancel our jobs whose driver, a process on this host, has died (their traps remove
@@ -363,7 +288,7 @@ class SlurmBackend(Backend):
             if owner_state(comment.rpartition("owner=")[2]) != "gone":
                 continue  # its driver lives, or runs on another host: the job's limits end it
             try:
-                self._end_job(job_id.strip())
+                end_job(self.cli, job_id.strip())
                 swept.append(job_id.strip())
             except OCIExecutorError as exc:
                 log.debug("could not sweep Slurm job %s: %s", job_id, exc)

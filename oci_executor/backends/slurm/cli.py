@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from oci_executor.backend import ContainerSpec
+from oci_executor.backends.slurm.options import slurm_options
 from oci_executor.backends.slurm.scripts import (  # noqa: F401 - re-exported: what the backend reads
     ACTIVE_STATES,
     CONTAINER_PREFIX,
@@ -168,12 +169,13 @@ def sbatch_argv(cli: Cli, spec: ContainerSpec, comment: str) -> list[str]:
         f"--export=ALL,START_WAIT={max(5, math.ceil(spec.idle_timeout))}",
         *cli.as_user(),
     ]
-    if spec.partition:
-        argv.append(f"--partition={spec.partition}")
-    if spec.account:
-        argv.append(f"--account={spec.account}")
-    if spec.qos:
-        argv.append(f"--qos={spec.qos}")
+    own = slurm_options(spec)
+    if own.partition:
+        argv.append(f"--partition={own.partition}")
+    if own.account:
+        argv.append(f"--account={own.account}")
+    if own.qos:
+        argv.append(f"--qos={own.qos}")
     if spec.cpus:
         argv.append(f"--cpus-per-task={math.ceil(spec.cpus)}")
     if spec.memory:
@@ -182,7 +184,7 @@ def sbatch_argv(cli: Cli, spec: ContainerSpec, comment: str) -> list[str]:
         count = len(spec.gpus.device_ids) or spec.gpus.count
         if count > 0:
             argv.append(f"--gpus={count}")
-    argv += list(spec.slurm_args)
+    argv += list(own.slurm_args)
     return argv
 
 
@@ -190,27 +192,28 @@ def request(spec: ContainerSpec) -> str:
     """The job's request, for messages."""
     return (
         f"cpus={spec.cpus or 1}, memory={spec.memory or 'default'}, gpus={'yes' if spec.gpus else 'no'}, "
-        f"partition={spec.partition or 'default'}, slurm_args={list(spec.slurm_args)}"
+        f"partition={slurm_options(spec).partition or 'default'}, slurm_args={list(slurm_options(spec).slurm_args)}"
     )
 
 
 def sbatch_error(stderr: str, spec: ContainerSpec, cli: Cli) -> OCIExecutorError:
     """Our error for a refused ``sbatch``, with its fix."""
     text = " ".join(stderr.split()).replace("sbatch: error: ", "")
+    own = slurm_options(spec)
     lower = text.lower()
     if "invalid partition" in lower:
         return ConfigurationError(
-            f"Slurm has no partition {spec.partition!r} ({text}). `sinfo -s` lists the partitions: set "
+            f"Slurm has no partition {own.partition!r} ({text}). `sinfo -s` lists the partitions: set "
             "'partition' to one of them, or leave it empty for the cluster's default."
         )
     if "invalid account" in lower:
         return ConfigurationError(
-            f"Slurm refused the account {spec.account!r} ({text}). `sacctmgr show assoc user=$USER` lists "
+            f"Slurm refused the account {own.account!r} ({text}). `sacctmgr show assoc user=$USER` lists "
             "the accounts (and partitions) you may use: set 'account' to one of them, or leave it empty."
         )
     if "invalid qos" in lower:
         return ConfigurationError(
-            f"Slurm refused the qos {spec.qos!r} ({text}). `sacctmgr show assoc user=$USER format=account,qos` "
+            f"Slurm refused the qos {own.qos!r} ({text}). `sacctmgr show assoc user=$USER format=account,qos` "
             "lists the ones you may use: set 'qos' to one of them, or leave it empty."
         )
     if any(s in lower for s in ("unable to contact", "socket timed out", "zero bytes were transmitted")):
@@ -218,7 +221,7 @@ def sbatch_error(stderr: str, spec: ContainerSpec, cli: Cli) -> OCIExecutorError
     if "requested node configuration is not available" in lower:
         return ConfigurationError(
             f"no node of the partition can meet the job's request ({text}): cpus={spec.cpus or 1}, "
-            f"memory={spec.memory or 'default'}, gpus, slurm_args={list(spec.slurm_args)}. "
+            f"memory={spec.memory or 'default'}, gpus, slurm_args={list(own.slurm_args)}. "
             "`sinfo -N -o '%N %P %c %m %G'` shows what the nodes have: ask for less or use another partition."
         )
     if "time limit" in lower:

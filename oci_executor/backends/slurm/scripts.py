@@ -4,12 +4,14 @@ failed check back to the driver (:func:`oci_executor.backends.slurm.cli.node_err
 
 from __future__ import annotations
 
+from oci_executor.labels import LABEL_PREFIX
+
 JOB_NAME = "oci-executor"
 """Every job of ours has this name (the sweeps find them by it)."""
 CONTAINER_PREFIX = "oci-slurm-"
 """A container is named ``oci-slurm-<job id>-<node>``; its hostname is the same."""
-JOB_LABEL = "io.oci-executor.slurm-job"
-NODE_LABEL = "io.oci-executor.slurm-node"
+JOB_LABEL = f"{LABEL_PREFIX}.slurm-job"
+NODE_LABEL = f"{LABEL_PREFIX}.slurm-node"
 ACTIVE_STATES = frozenset(
     "PENDING CONFIGURING RUNNING COMPLETING SUSPENDED REQUEUED REQUEUE_HOLD REQUEUE_FED "
     "RESIZING SIGNALING STAGE_OUT STOPPED RESV_DEL_HOLD".split()

@@ -89,16 +89,6 @@ class EngineConnection(RemoteEngine):
         response = client.api.head(client.api._url("/_ping"), timeout=timeout)
         response.raise_for_status()
 
-    def available(self) -> bool:
-        return self.problem() is None
-
-    def problem(self) -> str | None:
-        try:
-            self.client()
-        except OCIExecutorError as exc:
-            return str(exc)
-        return None
-
     def close(self) -> None:
         with self._lock:
             client, self._client = self._client, None

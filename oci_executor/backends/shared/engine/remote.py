@@ -17,15 +17,14 @@ from oci_executor.backend import Backend, BackendConfig
 from oci_executor.backends.shared.sdk import describe
 from oci_executor.backends.shared.sdk_errors import SdkErrors
 from oci_executor.backends.shared.ssh import (
-    TUNNELS,
     SshTarget,
-    Tunnel,
     is_ssh,
     login_error,
     parse,
     run_remote,
     ssh_error,
 )
+from oci_executor.backends.shared.tunnel import TUNNELS, Tunnel
 from oci_executor.errors import EngineUnavailableError, SshConnectionError
 
 

@@ -15,16 +15,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from oci_executor.backend import (
-    MANAGED_LABEL,
     OPTIONAL_SETTINGS,
-    SCHEDULER_SETTINGS,
     Container,
     ContainerSpec,
     ExecResult,
     ManagedContainer,
 )
 from oci_executor.backends.shared.archive import make_tar, read_tar
-from oci_executor.backends.shared.engine.images import ImageStore
+from oci_executor.backends.shared.engine.diagnosis import EngineDiagnosis
 from oci_executor.backends.shared.intent import ContainerIntent, container_intent
 from oci_executor.backends.shared.sdk import timestamp
 from oci_executor.channel import Channel
@@ -36,6 +34,7 @@ from oci_executor.errors import (
     ImageHasNoPythonError,
     OCIExecutorError,
 )
+from oci_executor.labels import MANAGED_LABEL
 
 SCRATCH_DIR = "/tmp/oci-executor"
 REMOVE_TIMEOUT = 30.0  # seconds to wait for an engine's own removal of a killed container
@@ -55,10 +54,10 @@ print(n)
 """
 
 
-class EngineBackend(ImageStore):
+class EngineBackend(EngineDiagnosis):
     """A backend driving a Docker-API-like engine through its Python SDK."""
 
-    supported_options = frozenset(OPTIONAL_SETTINGS) - frozenset(SCHEDULER_SETTINGS)
+    supported_options = frozenset(OPTIONAL_SETTINGS)
 
     # -- what an engine provides -------------------------------------------------------
 
@@ -226,7 +225,7 @@ class EngineBackend(ImageStore):
         except ContainerNotFoundError:
             return
         except ContainerError as exc:
-            if getattr(exc, "kind", "") != "conflict":  # 409: not running
+            if exc.kind != "conflict":  # 409: not running
                 raise
 
     def remove(self, container: Container) -> None:

@@ -1,9 +1,12 @@
-"""Parsing and checking of the executor's container options (sizes, volumes, GPUs)."""
+"""What an option is (:class:`Option`), and the parsing and checking of option values (sizes,
+volumes, GPUs, images, maps). The options themselves are listed in :mod:`oci_executor.settings`
+(the shared ones) and by each backend (the ones it adds)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from oci_executor.backend import GpuRequest, Volume
@@ -194,3 +197,57 @@ def check_count(value: Any, option: str) -> int:
     if count < 0 or count != float(value):
         raise ConfigurationError(f"{option}={value!r} must be a whole number, 0 or more")
     return count
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: its parser returns the stored (JSON-able) value or raises naming it.
+
+    ``doc`` says what it does; each backend says in its ``option_notes`` how it treats a
+    shared option (the docs table shows both). An option a backend adds (its ``options``)
+    reaches that backend in ``ContainerSpec.backend_options``; other backends refuse it.
+    """
+
+    name: str
+    type: str
+    default: Any
+    parse: Callable[[Any], Any]
+    doc: str
+
+
+def text(name: str, *, empty_ok: bool = True) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        value = "" if value is None else value
+        if not isinstance(value, str) or not (value or empty_ok):
+            raise ConfigurationError(f"{name}={value!r} must be a{'' if empty_ok else ' non-empty'} string")
+        return value
+
+    return parse
+
+
+def choice(name: str, choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise ConfigurationError(f"{name}={value!r} is not one of {', '.join(choices)}")
+        return str(value)
+
+    return parse
+
+
+def flag(name: str) -> Callable[[Any], bool]:
+    def parse(value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ConfigurationError(f"{name}={value!r} must be true or false")
+        return value
+
+    return parse
+
+
+def checked(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Check with ``parse`` but store the value as given (JSON-able, as the user wrote it)."""
+
+    def check(value: Any) -> Any:
+        parse(value)
+        return value
+
+    return check

@@ -1,22 +1,17 @@
-"""Checks of this host that need no engine: a socket's permissions, subordinate IDs, the
-runtime folder and the network helper of rootless Podman."""
+"""Checks of this host an engine backend's diagnosis uses: a socket's permissions, and the
+subordinate IDs of a rootless engine's user. Engine-specific words come in as arguments."""
 
 from __future__ import annotations
 
 import grp
 import os
 import pwd
-import shutil
 import socket
 import stat
 
-from oci_executor.backends.podman.rootless import runtime_dir_problem
-from oci_executor.doctor.finding import Finding
+from oci_executor.findings import Finding
 
-SUBID_FIX = (
-    "sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user} && podman system migrate"
-)
-TUN = "/dev/net/tun"
+SUBID_FIX = "sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user} && {reload}"
 
 
 def user_name(uid: int) -> str:
@@ -64,15 +59,16 @@ def socket_path(address: str) -> str | None:
     return None
 
 
-def check_socket(backend: str, address: str, start_fix: str) -> Finding:
-    """Whether this user can connect to the engine's socket file, and why not."""
+def check_socket(backend: str, address: str, start_fix: str, own_engine: str = "") -> Finding:
+    """Whether this user can connect to the engine's socket file, and why not (``own_engine``:
+    how a user runs an engine of their own instead, added to a permission fix)."""
     path = socket_path(address)
     if path is None:
         return Finding(backend, "socket", "skip", f"{address} is a network address: no socket file to check")
     try:
         mode = os.stat(path).st_mode
     except PermissionError:  # a folder on the way is closed to this user
-        return _denied(backend, path)
+        return _denied(backend, path, own_engine)
     except OSError:
         return Finding(backend, "socket", "fail", f"no socket at {path}: no engine listens there", start_fix)
     if not stat.S_ISSOCK(mode):
@@ -88,7 +84,7 @@ def check_socket(backend: str, address: str, start_fix: str) -> Finding:
     try:
         sock.connect(path)
     except PermissionError:
-        return _denied(backend, path)
+        return _denied(backend, path, own_engine)
     except OSError as exc:
         return Finding(
             backend,
@@ -102,7 +98,7 @@ def check_socket(backend: str, address: str, start_fix: str) -> Finding:
     return Finding(backend, "socket", "ok", f"{path} ({owner_of(path)}) accepts connections")
 
 
-def _denied(backend: str, path: str) -> Finding:
+def _denied(backend: str, path: str, own_engine: str) -> Finding:
     uid = os.geteuid()
     me = user_name(uid)
     blocked = _blocking_folder(path, uid)
@@ -136,8 +132,8 @@ def _denied(backend: str, path: str) -> Finding:
         )
     else:
         fix = f"sudo usermod -aG {group} {me}, then log in again (or `newgrp {group}`)"
-    if backend == "podman":
-        fix += "; or use your own rootless Podman (`podman system service --time=0 &` as yourself)"
+    if own_engine:
+        fix += f"; or {own_engine}"
     return Finding(backend, "socket", "fail", message, fix)
 
 
@@ -169,14 +165,13 @@ def _subid_ranges(path: str, name: str, uid: int) -> list[tuple[int, int]]:
     return ranges
 
 
-def check_subids(backend: str, uid: int, id_map: tuple[tuple[int, int, int], ...]) -> Finding:
-    """Subordinate UID/GID ranges of the rootless user, and whether the engine uses them."""
+def check_subids(backend: str, uid: int, id_map: tuple[tuple[int, int, int], ...], reload: str) -> Finding:
+    """Subordinate UID/GID ranges of the rootless user, and whether the engine uses them
+    (``reload``: the command that makes the engine read new ranges)."""
     name = user_name(uid)
     uids = _subid_ranges("/etc/subuid", name, uid)
     gids = _subid_ranges("/etc/subgid", name, uid)
-    fix = SUBID_FIX.format(user=name)
-    if backend != "podman":  # rootless Docker: its daemon reads the ranges when it starts
-        fix = fix.replace("podman system migrate", "systemctl --user restart docker")
+    fix = SUBID_FIX.format(user=name, reload=reload)
     missing = [f for f, r in (("/etc/subuid", uids), ("/etc/subgid", gids)) if not r]
     if missing:
         return Finding(
@@ -193,113 +188,6 @@ def check_subids(backend: str, uid: int, id_map: tuple[tuple[int, int, int], ...
             "subuid",
             "fail",
             f"user {name} has {described}, but the running Podman maps only its own UID (ranges added after it started)",
-            "podman system migrate (as the user), then restart its Podman service"
-            if backend == "podman"
-            else "systemctl --user restart docker",
+            reload,
         )
     return Finding(backend, "subuid", "ok", f"user {name} has {described}")
-
-
-def check_runtime_dir(engine_uid: int, address: str) -> Finding:
-    """``XDG_RUNTIME_DIR`` of a rootless user: set, existing, the user's own, mode 0700.
-
-    Run by root against another user's service, the folder its socket is in
-    (``RUNTIME_DIR/podman/podman.sock``) is checked instead.
-    """
-    uid = os.geteuid()
-    if uid == 0:
-        path = socket_path(address) or ""
-        if not path.endswith("/podman/podman.sock"):
-            return Finding(
-                "podman",
-                "runtime-dir",
-                "skip",
-                "running as root: run `oci-executor doctor` as the rootless user",
-            )
-        folder, owner_uid = os.path.dirname(os.path.dirname(path)), engine_uid
-    else:
-        problem = runtime_dir_problem()
-        if problem:
-            unset = not os.environ.get("XDG_RUNTIME_DIR")
-            return Finding(
-                "podman",
-                "runtime-dir",
-                "warn" if unset else "fail",
-                problem.split(". ")[0],
-                f"export XDG_RUNTIME_DIR=/run/user/{uid}"
-                + (
-                    ""
-                    if os.path.isdir(f"/run/user/{uid}")
-                    else f" (create it: sudo install -d -o $USER -m 700 /run/user/{uid})"
-                )
-                + " in the shell that starts the Covalent server",
-            )
-        folder, owner_uid = os.environ["XDG_RUNTIME_DIR"], uid
-    try:
-        info = os.stat(folder)
-    except FileNotFoundError:
-        return Finding(
-            "podman",
-            "runtime-dir",
-            "fail",
-            f"{folder} does not exist",
-            f"sudo install -d -o {user_name(owner_uid)} -m 700 {folder}",
-        )
-    mode = stat.S_IMODE(info.st_mode)
-    if info.st_uid != owner_uid:
-        return Finding(
-            "podman",
-            "runtime-dir",
-            "fail",
-            f"{folder} belongs to {user_name(info.st_uid)}, not to {user_name(owner_uid)}",
-            f"sudo chown {user_name(owner_uid)} {folder}",
-        )
-    if mode != 0o700:
-        return Finding(
-            "podman",
-            "runtime-dir",
-            "warn",
-            f"{folder} has mode {mode:04o}: other users can reach the Podman socket and runtime files in it",
-            f"chmod 700 {folder}",
-        )
-    return Finding(
-        "podman", "runtime-dir", "ok", f"{folder} exists, belongs to {user_name(owner_uid)}, mode 0700"
-    )
-
-
-def check_network(engine_uid: int, helper: str, network: str) -> Finding:
-    """A rootless network helper (slirp4netns or pasta) and a TUN device the user may open."""
-    if network in ("none", "host"):
-        return Finding("podman", "network", "ok", f"network={network!r}: no rootless network helper needed")
-    found = helper or shutil.which("pasta") or shutil.which("slirp4netns") or ""
-    if not found:
-        return Finding(
-            "podman",
-            "network",
-            "fail",
-            "neither slirp4netns nor pasta is installed: rootless containers have no network",
-            'sudo apt-get install -y slirp4netns (or passt), or set network = "none" in [executors.oci]',
-        )
-    if os.path.basename(found).startswith("slirp4netns"):
-        if not os.path.exists(TUN):
-            return Finding(
-                "podman",
-                "network",
-                "fail",
-                f"{found} needs {TUN}, which does not exist",
-                f'sudo mkdir -p /dev/net && sudo mknod {TUN} c 10 200 && sudo chmod 666 {TUN}, or set network = "none"',
-            )
-        if not can_use(TUN, engine_uid, os.R_OK | os.W_OK):
-            return Finding(
-                "podman",
-                "network",
-                "fail",
-                f"{found} needs {TUN} ({owner_of(TUN)}), which user {user_name(engine_uid)} may not open",
-                f'sudo chmod 666 {TUN}, or set network = "none" in [executors.oci]',
-            )
-    return Finding(
-        "podman",
-        "network",
-        "ok",
-        f"rootless network helper {found}" + (f"; {TUN} usable" if "slirp" in found else ""),
-    )

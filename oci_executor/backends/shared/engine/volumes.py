@@ -1,4 +1,4 @@
-"""``oci-executor doctor``'s volume check: what a remote engine changes for the user.
+"""An engine backend's volume check: what a remote engine changes for the user.
 
 With a remote engine (``ssh://``, ``tcp://``, a Podman connection name) the task's files travel
 through the engine's API, but ``volumes`` are bind mounts: their host folders are folders on
@@ -11,39 +11,32 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
-from oci_executor.backend import BackendConfig, Volume
-from oci_executor.doctor.finding import Finding
+from oci_executor.backend import Volume
+from oci_executor.backends.shared.engine.remote import RemoteEngine
+from oci_executor.backends.shared.ssh import run_remote
+from oci_executor.findings import Finding
 
 
-def remote_address(config: BackendConfig) -> tuple[str, str] | None:
-    """The remote engine's URL and ssh key when ``config`` points at another host, else None."""
-    address = config.address or ""
-    identity = config.ssh_identity or ""
-    if address and "://" not in address:  # a Podman connection name
-        from oci_executor.backends.podman import connection
-
-        address, found = connection(address)
-        identity = identity or found
-    if address.startswith("ssh://"):
-        return address, identity
+def _remote_host(address: str) -> str | None:
+    """The host of a ``tcp://`` (or ``http(s)://``) address that is not this machine, else None."""
     if address.startswith(("tcp://", "http://", "https://")):
         host = address.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0]
         if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
-            return address, ""
+            return host
     return None
 
 
-def check_volumes(name: str, config: BackendConfig, volumes: Sequence[Volume]) -> list[Finding]:
+def check_volumes(backend: RemoteEngine, volumes: Sequence[Volume]) -> list[Finding]:
     """For a remote engine: a note that volumes name folders on its host, and (over ssh) a
     failure for each folder that does not exist there. Nothing for a local engine."""
-    remote = remote_address(config)
-    if remote is None or not volumes:
+    if not volumes:
         return []
-    address, identity = remote
-    from oci_executor.backends.shared.ssh import parse, run_remote
-
-    if not address.startswith("ssh://"):
-        host = address.split("://", 1)[1].split("/", 1)[0]
+    name, address = backend.name, backend.address()
+    target = backend.remote()
+    if target is None:
+        host = _remote_host(address)
+        if host is None:
+            return []
         return [
             Finding(
                 name,
@@ -54,7 +47,6 @@ def check_volumes(name: str, config: BackendConfig, volumes: Sequence[Volume]) -
                 "make sure the folders exist on that host, or pass the data to the task instead",
             )
         ]
-    target = parse(address, identity)
     findings = [
         Finding(
             name,

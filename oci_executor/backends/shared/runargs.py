@@ -1,21 +1,15 @@
-"""The container's intent as ``podman run`` options for rootless Podman on the job's node."""
+"""The container's intent as ``run`` options of an OCI engine's command line (``podman run``;
+``docker run`` takes the same), for backends that drive an engine through its CLI."""
 
 from __future__ import annotations
 
 from oci_executor.backends.shared.intent import ContainerIntent
 
-NODE_ENV = ("SLURMD_NODENAME", "SLURM_JOB_ID")
-"""Passed from the step into the container: the task can tell its node and job."""
 
-
-def podman_run_args(intent: ContainerIntent) -> list[str]:
-    """``podman run`` options rendering ``intent`` (image and command excluded).
-
-    ``cpus`` and ``memory`` are the job's (``sbatch -c``, ``--mem``): Slurm enforces them on
-    the node, so they are not repeated here.
-    """
+def run_args(intent: ContainerIntent, *, limits: bool = True) -> list[str]:
+    """``run`` options rendering ``intent`` (image and command excluded); ``limits=False``
+    leaves ``cpus`` and ``memory`` to something else (a batch scheduler's allocation)."""
     args = [f"--label={key}={value}" for key, value in intent.labels.items()]
-    args += [f"--env={name}" for name in NODE_ENV]
     args += [f"--env={key}={value}" for key, value in intent.env.items()]
     if intent.no_new_privileges:
         args.append("--security-opt=no-new-privileges")
@@ -27,6 +21,10 @@ def podman_run_args(intent: ContainerIntent) -> list[str]:
         args.append(f"--workdir={intent.workdir}")
     if intent.user:
         args.append(f"--user={intent.user}")
+    if limits and intent.cpus:
+        args.append(f"--cpus={intent.cpus:g}")
+    if limits and intent.memory:
+        args += [f"--memory={intent.memory}", f"--memory-swap={intent.memory}"]
     if intent.shm_size:
         args.append(f"--shm-size={intent.shm_size}")
     if intent.network:
