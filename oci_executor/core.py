@@ -24,6 +24,7 @@ from oci_executor.parsing import check_time_limit
 from oci_executor.pool import POOL, pool_key
 from oci_executor.registry import shared_backend
 from oci_executor.task import TaskOutcome, TaskPayload
+from oci_executor.trace import TaskTrace
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +49,35 @@ def run_task(
     time_limit: Any = None,
     on_container: Callable[[Container], None] | None = None,
     backend: Backend | None = None,
+    name: str = "",
 ) -> TaskOutcome:
     """Run ``payload`` with the checked option ``values`` (see :mod:`oci_executor.settings`).
 
     ``on_container`` is called with the container once the task has one. A pooled container
     that vanished before the task started is replaced; the task is never lost to it.
     ``backend`` overrides the process's shared backend for ``values["backend"]`` (tests).
+    The task is traced (:mod:`oci_executor.trace`) under the dispatch, node and ``name``.
     """
+    trace = TaskTrace(dispatch_id, node_id, name)
+    try:
+        outcome = _run(values, payload, dispatch_id, node_id, time_limit, on_container, backend, trace)
+    except BaseException as exc:
+        trace.finish("error", f"{type(exc).__name__}: {exc}")
+        raise
+    trace.finish("ok" if outcome.ok else "failed", "" if outcome.ok else outcome.summary())
+    return outcome
+
+
+def _run(
+    values: Mapping[str, Any],
+    payload: TaskPayload,
+    dispatch_id: str,
+    node_id: str,
+    time_limit: Any,
+    on_container: Callable[[Container], None] | None,
+    backend: Backend | None,
+    trace: TaskTrace,
+) -> TaskOutcome:
     spec = settings.container_spec(values, our_labels(dispatch_id, node_id))
     backend = backend or shared_backend(values["backend"], settings.backend_config(values))
     seconds = check_time_limit(time_limit)
@@ -64,12 +87,15 @@ def run_task(
     limit = values["max_containers"] or os.cpu_count() or 1
     while True:
         runner, reused = POOL.acquire(
-            key, limit, functools.partial(start_runner, backend, spec), min_life=seconds or 0.0
+            key, limit, functools.partial(start_runner, backend, spec, trace.phase), min_life=seconds or 0.0
         )
+        trace.container(runner.container, warm=reused)
         try:
             if on_container is not None:
                 on_container(runner.container)
-            outcome = execute(runner, payload, workdir=spec.workdir, time_limit=seconds, memory=spec.memory)
+            outcome = execute(
+                runner, payload, workdir=spec.workdir, time_limit=seconds, memory=spec.memory, trace=trace
+            )
         except TaskNotStarted:
             POOL.release(key, runner, reusable=False)
             if reused:

@@ -2,7 +2,8 @@
 
 The payload's blobs go down the channel as they are; the runner answers with ACK (the task
 started), DATA frames (an 8-byte record length, the JSON record, the value's raw bytes),
-STDOUT/STDERR frames, and EXIT. The record is checked by :func:`protocol.decode_record`; the
+STDOUT/STDERR frames (passed on live to the task's :class:`~oci_executor.trace.TaskTrace`, and
+kept whole for the outcome), EVENT frames from the task, and EXIT. The record is checked by :func:`protocol.decode_record`; the
 value's bytes are never unpickled here.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import threading
 from typing import Any
 
@@ -18,7 +20,9 @@ from oci_executor.channel import ChannelClosed, FrameReader
 from oci_executor.errors import EngineUnavailableError, OutOfMemoryError, RunnerError, TaskTimeoutError
 from oci_executor.lifecycle import RunnerHandle
 from oci_executor.task import TaskOutcome, TaskPayload, outcome_from_record
+from oci_executor.trace import TaskTrace
 
+log = logging.getLogger(__name__)
 AFFORDABLE_WITHOUT_CHECK = 64 * 1024 * 1024
 """Results up to this size are allocated without reading /proc/meminfo first."""
 
@@ -91,15 +95,19 @@ def execute(
     workdir: str | None = None,
     time_limit: float | None = None,
     memory: int | None = None,
+    trace: TaskTrace | None = None,
 ) -> TaskOutcome:
     """Run ``payload`` on ``runner`` and return its outcome.
 
     A ``time_limit`` (seconds, counted from now) kills the task when it runs over. ``memory``
     is the container's limit in bytes, named in the error if the task ran out of it.
-    Raises :class:`TaskNotStarted` if the runner was gone before the task began.
+    Raises :class:`TaskNotStarted` if the runner was gone before the task began. ``trace``
+    is told the phases (send, run, receive), the output and events as they come, and the exit.
     """
     channel = runner.channel
     reader = FrameReader(channel)
+    if trace is not None:
+        trace.phase("send")
     try:
         _send_task(runner, payload, workdir)
         kind, size = reader.header()
@@ -111,6 +119,8 @@ def execute(
     if kind != protocol.ACK or size:
         raise RunnerError(f"the runner answered a task with a {kind!r} frame; its container is discarded")
     payload.release()
+    if trace is not None:
+        trace.phase("run")
 
     timed_out = threading.Event()
     timer = None
@@ -146,13 +156,31 @@ def execute(
                     + "\nIt was killed (cancelled, removed, or its engine stopped), or ran out of memory."
                 ) from None
             if kind == protocol.DATA:
+                if trace is not None and not result.head:
+                    trace.phase("receive")
                 result.feed(reader, size)
             elif kind in (protocol.STDOUT, protocol.STDERR):
-                (stdout if kind == protocol.STDOUT else stderr).append(reader.read(size))
+                chunk = reader.read(size)
+                (stdout if kind == protocol.STDOUT else stderr).append(chunk)
+                if trace is not None:
+                    trace.output("stdout" if kind == protocol.STDOUT else "stderr", chunk)
+            elif kind == protocol.EVENT:
+                if size > protocol.MAX_EVENT_BYTES:
+                    raise protocol.ProtocolError("the runner's EVENT frame is too long")
+                body = reader.read(size)
+                try:
+                    event = protocol.decode_event(body)
+                except protocol.ProtocolError as exc:  # the task's own words: never fatal
+                    log.warning("dropped an event from the task in %s: %s", runner.container.id[:12], exc)
+                    continue
+                if trace is not None:
+                    trace.event(event)
             elif kind == protocol.EXIT:
                 if size > protocol.MAX_CONTROL_BYTES:
                     raise protocol.ProtocolError("the runner's EXIT frame is too long")
                 end = protocol.decode_control(kind, reader.read(size))
+                if trace is not None:
+                    trace.exited(end)
                 break
             else:
                 raise protocol.ProtocolError(f"the runner sent an unexpected {kind!r} frame")

@@ -14,12 +14,13 @@ import importlib.resources
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cloudpickle
 
-from oci_executor import protocol
+from oci_executor import protocol, trace
 from oci_executor.backend import Backend, Container, ContainerSpec
 from oci_executor.channel import Channel, ChannelClosed, FrameReader
 from oci_executor.errors import ConfigurationError, PythonVersionMismatchError, RunnerError
@@ -51,6 +52,7 @@ def runner_modules() -> bytes:
         "oci_runner": (False, package.joinpath("runner.py").read_text(encoding="utf-8")),
         "oci_runner_task": (False, package.joinpath("runner_task.py").read_text(encoding="utf-8")),
         protocol.PROTOCOL_MODULE: (False, package.joinpath("protocol.py").read_text(encoding="utf-8")),
+        "oci_inside": (False, package.joinpath("inside.py").read_text(encoding="utf-8")),
     }
     root = Path(cloudpickle.__file__).parent
     for path in sorted(root.rglob("*.py")):
@@ -67,8 +69,14 @@ def runner_command(spec: ContainerSpec) -> tuple[str, ...]:
     return (spec.python, "-c", protocol.BOOTSTRAP, f"{spec.idle_timeout:g}", f"{spec.max_lifetime:g}")
 
 
-def start_runner(backend: Backend, spec: ContainerSpec) -> RunnerHandle:
-    """Create a container for ``spec`` with a resident runner, ready for tasks."""
+def start_runner(
+    backend: Backend, spec: ContainerSpec, on_phase: Callable[[str], None] | None = None
+) -> RunnerHandle:
+    """Create a container for ``spec`` with a resident runner, ready for tasks.
+
+    ``on_phase`` is told when each step begins: ``create`` (pull, create and start),
+    ``attach``, ``hello`` (ship the runner, check its Python)."""
+    phase = on_phase or (lambda name: None)
     unsupported = backend.unsupported(spec)
     if unsupported:
         why = backend.auto_reason
@@ -78,10 +86,13 @@ def start_runner(backend: Backend, spec: ContainerSpec) -> RunnerHandle:
             + f": {backend.explain_unsupported(unsupported, spec)}."
         )
     spec = dataclasses.replace(spec, command=runner_command(spec))
+    phase("create")
     container = backend.create(spec)
     channel: Channel | None = None
     try:
+        phase("attach")
         channel = backend.attach(container)
+        phase("hello")
         _greet(channel, container)
     except BaseException:
         if channel is not None:
@@ -117,9 +128,12 @@ def _greet(channel: Channel, container: Container) -> None:
 
 
 def discard(runner: RunnerHandle) -> None:
-    """End a runner for good: close its channel and remove its container."""
+    """End a runner for good: close its channel and remove its container (traced: see
+    :func:`oci_executor.trace.removal`)."""
+    start, began = time.time(), time.monotonic()
     runner.channel.close()
     _remove(runner.backend, runner.container)
+    trace.removal(runner.container, runner.spec.labels, start, time.monotonic() - began)
 
 
 def _remove(backend: Backend, container: Container) -> None:

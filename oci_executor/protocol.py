@@ -15,7 +15,7 @@ import json
 import struct
 from typing import Any
 
-VERSION = 2
+VERSION = 3
 """Bumped on any change to the files, records or frames below."""
 
 PROTOCOL_MODULE = "oci_protocol"
@@ -102,11 +102,19 @@ DATA = b"D"
 STDOUT = b"O"
 STDERR = b"E"
 EXIT = b"X"
-"""JSON ``{"exit_code", "signal", "killed", "error"}``: the task's process is gone."""
+"""JSON ``{"exit_code", "signal", "killed", "error", "rusage"}``: the task's process is gone.
+``rusage`` is ``{"max_rss_kb", "user_s", "system_s"}`` of the task's process (and the children
+it waited for), from ``wait4``."""
+EVENT = b"V"
+"""JSON ``{"kind": "progress"|"event", "fraction", "message", "data"}``: sent by the task while
+it runs (``oci_executor.task.progress``), relayed as it happens (see :func:`decode_event`)."""
 
 CHUNK = 1024 * 1024
 MAX_CONTROL_BYTES = 1024 * 1024
 """Frames other than DATA, STDOUT and STDERR are at most this long."""
+MAX_EVENT_BYTES = 16 * 1024
+"""An event from a task is at most this long (longer lines are dropped by the runner)."""
+EVENT_KINDS = ("progress", "event")
 
 
 def frame(kind: bytes, body: bytes = b"") -> bytes:
@@ -128,6 +136,25 @@ def decode_control(kind: bytes, body: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ProtocolError(f"the runner's {kind!r} frame is not a JSON object")
     return value
+
+
+def decode_event(body: bytes) -> dict[str, Any]:
+    """Parse and check an EVENT frame written by a task (never trusted): a known kind, a
+    fraction in [0, 1] or None, a message string, and a flat ``data`` object."""
+    if len(body) > MAX_EVENT_BYTES:
+        raise ProtocolError(f"an event of {len(body)} bytes is over the {MAX_EVENT_BYTES} allowed")
+    event = decode_control(EVENT, body)
+    kind, fraction, message = event.get("kind"), event.get("fraction"), event.get("message", "")
+    data = event.get("data", {})
+    if kind not in EVENT_KINDS:
+        raise ProtocolError(f"an event has an unknown kind {kind!r}")
+    if fraction is not None and (
+        isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1
+    ):
+        raise ProtocolError("an event's fraction is not a number from 0 to 1")
+    if not isinstance(message, str) or not isinstance(data, dict):
+        raise ProtocolError("an event's message is not a string or its data not an object")
+    return {"kind": kind, "fraction": fraction, "message": message[:MESSAGE_LIMIT], "data": data}
 
 
 # The container's main process. It waits for the host's first frame (so nothing is lost

@@ -26,10 +26,11 @@ import sys
 from typing import Any
 
 try:  # the copies shipped with the runner (the bootstrap provides them, on every backend)
+    import oci_inside as inside
     import oci_protocol as protocol
     from oci_runner_task import perform_task
 except ImportError:  # imported on the host, outside a runner
-    from oci_executor import protocol
+    from oci_executor import inside, protocol
     from oci_executor.runner_task import perform_task
 
 F_SETPIPE_SZ = 1031  # Linux fcntl
@@ -158,6 +159,7 @@ def _serve_task(header: dict[str, Any], wake_r: int) -> None:
     res_r, res_w = os.pipe()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
+    ev_r, ev_w = os.pipe()
     for fd in (in_w, res_w):  # big payloads move in fewer, larger steps
         try:
             fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
@@ -175,18 +177,18 @@ def _serve_task(header: dict[str, Any], wake_r: int) -> None:
             os.dup2(devnull, 0)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
-            for fd in (devnull, in_w, res_r, out_r, err_r, out_w, err_w, wake_r):
+            for fd in (devnull, in_w, res_r, out_r, err_r, out_w, err_w, wake_r, ev_r):
                 os.close(fd)
-            _child_main(header, in_r, res_w)
+            _child_main(header, in_r, res_w, ev_w)
         finally:
             os._exit(0)
     _child[:] = [pid]
-    for fd in (in_r, res_w, out_w, err_w):
+    for fd in (in_r, res_w, out_w, err_w, ev_w):
         os.close(fd)
     _send(protocol.ACK)
     _copy_input(size, in_w)
     os.close(in_w)
-    status, killed = _relay(pid, res_r, out_r, err_r, wake_r)
+    status, killed, usage = _relay(pid, res_r, out_r, err_r, ev_r, wake_r)
     _kill_child()  # whatever the task left behind in its session goes with it
     _child[:] = []
     if os.getpid() == 1:  # alone in the container: nothing the task started outlives it
@@ -195,7 +197,7 @@ def _serve_task(header: dict[str, Any], wake_r: int) -> None:
         except OSError:
             pass
     _reap()
-    for fd in (res_r, out_r, err_r):
+    for fd in (res_r, out_r, err_r, ev_r):
         os.close(fd)
     _send_json(
         protocol.EXIT,
@@ -203,6 +205,11 @@ def _serve_task(header: dict[str, Any], wake_r: int) -> None:
             "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
             "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
             "killed": killed,
+            "rusage": {
+                "max_rss_kb": usage.ru_maxrss,
+                "user_s": round(usage.ru_utime, 6),
+                "system_s": round(usage.ru_stime, 6),
+            },
         },
     )
 
@@ -241,13 +248,15 @@ def _copy_input(size: int, dest: int) -> None:
                 broken = True
 
 
-def _relay(pid: int, res_r: int, out_r: int, err_r: int, wake_r: int) -> tuple[int, bool]:
-    """Forward the task's output as frames until it exits; return its wait status."""
-    kinds = {res_r: protocol.DATA, out_r: protocol.STDOUT, err_r: protocol.STDERR}
+def _relay(pid: int, res_r: int, out_r: int, err_r: int, ev_r: int, wake_r: int) -> tuple[int, bool, Any]:
+    """Forward the task's output as frames until it exits; return its wait status, whether
+    it was killed, and its resource usage."""
+    kinds = {res_r: protocol.DATA, out_r: protocol.STDOUT, err_r: protocol.STDERR, ev_r: protocol.EVENT}
     open_fds = set(kinds)
     killed = False
+    events = _Events()
     while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
+        done, status, usage = os.wait4(pid, os.WNOHANG)
         if done:
             break
         readable, _, _ = select.select([0, wake_r, *open_fds], [], [])
@@ -263,10 +272,12 @@ def _relay(pid: int, res_r: int, out_r: int, err_r: int, wake_r: int) -> tuple[i
                     _kill_child()
             else:
                 chunk = os.read(fd, protocol.CHUNK)
-                if chunk:
-                    _send(kinds[fd], chunk)
-                else:
+                if not chunk:
                     open_fds.discard(fd)
+                elif fd == ev_r:
+                    events.relay(chunk)
+                else:
+                    _send(kinds[fd], chunk)
     for fd in open_fds:  # what the task wrote just before it exited
         os.set_blocking(fd, False)
         while True:
@@ -276,8 +287,27 @@ def _relay(pid: int, res_r: int, out_r: int, err_r: int, wake_r: int) -> tuple[i
                 break
             if not chunk:
                 break
-            _send(kinds[fd], chunk)
-    return status, killed
+            if fd == ev_r:
+                events.relay(chunk)
+            else:
+                _send(kinds[fd], chunk)
+    return status, killed, usage
+
+
+class _Events:
+    """The task's event lines, each relayed as one EVENT frame (an overlong line is dropped)."""
+
+    def __init__(self) -> None:
+        self.partial = b""
+
+    def relay(self, chunk: bytes) -> None:
+        lines = (self.partial + chunk).split(b"\n")
+        self.partial = lines.pop()
+        if len(self.partial) > protocol.MAX_EVENT_BYTES:
+            self.partial = b""
+        for line in lines:
+            if 0 < len(line) <= protocol.MAX_EVENT_BYTES:
+                _send(protocol.EVENT, line)
 
 
 def _drain(fd: int) -> None:
@@ -292,14 +322,13 @@ def _drain(fd: int) -> None:
 # -- one task, in its own process ----------------------------------------------------------
 
 
-def _child_main(header: dict[str, Any], in_r: int, res_w: int) -> None:
+def _child_main(header: dict[str, Any], in_r: int, res_w: int, ev_w: int) -> None:
     blobs = []
     for size in header["sizes"]:
         blob = _read_exact(in_r, size) if size else b""
         blobs.append(blob or b"")
     os.close(in_r)
-    sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
-    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+    inside.install(ev_w)  # live stdout/stderr, oci_executor.task.progress()
     record, value = perform_task(header, blobs)
     del blobs
     record["version"] = protocol.VERSION

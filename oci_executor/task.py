@@ -5,10 +5,16 @@ cloudpickle of its own); :func:`outcome_from_record` turns the runner's checked 
 the value's raw bytes into a :class:`TaskOutcome`. Pickled user objects are never unpickled
 here. (The Covalent adapter, :mod:`oci_executor.covalent.wrapper`, builds payloads from what
 Covalent hands an executor.)
+
+It also holds the events API a task calls, :func:`progress` and :func:`event`. Inside a
+container the runner provides its own ``oci_executor.task`` with these two functions (see
+:mod:`oci_executor.inside`), whose events reach the server's log and the trace live; this
+host-side version, for a task run outside a container, checks them alike and logs them.
 """
 
 from __future__ import annotations
 
+import logging
 import platform
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +23,19 @@ from typing import Any
 import cloudpickle
 
 from oci_executor.errors import ResultSerializationError, RunnerError, TaskSerializationError
+from oci_executor.inside import encode_event
+
+log = logging.getLogger(__name__)
+
+
+def progress(fraction: float, message: str = "", **data: Any) -> None:
+    """Report how far the task is (0 to 1), with a short message: ``progress(0.4, "epoch 4/10")``."""
+    log.info("progress %s", encode_event("progress", fraction, message, data).decode("utf-8").strip())
+
+
+def event(message: str, **data: Any) -> None:
+    """Report something that happened, with JSON-able fields: ``event("checkpoint", step=400)``."""
+    log.info("event %s", encode_event("event", None, message, data).decode("utf-8").strip())
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/benchmark.py [--image IMAGE] [--tasks N] [--backends LIST]
         [--skip-fanout] [--skip-200mb] [--fanout-runs N] [--roundtrips N]
-        [--chart PATH] [--markdown PATH]
+        [--chart PATH] [--markdown PATH] [--observability-only]
 
 For each backend that answers (local, docker, podman, podman-rootless, slurm), every figure is
 measured against its floor on the same engine, the two sampled alternately so that the
@@ -24,7 +24,11 @@ machine's noise hits both alike, and reported as medians with n and their ratio:
    ``docker stop``) next to our cold task, for comparison;
 6. remote engines (``docker-ssh``, ``podman-rootless-ssh``: the same engines through the test
    sshd of scripts/setup-sshd.sh): the warm task over ssh vs the same warm task on the same
-   engine's local socket.
+   engine's local socket;
+7. observability (docs/observability.md): the live-output latency, from a task's ``print`` to
+   its line in the log (the ``oci_executor.live`` logger the server's log gets), and what the
+   trace and live log add to a warm task (traced vs ``OCI_EXECUTOR_TRACE=0``, side by side;
+   target: under 0.5 ms).
 
 It ends with a markdown summary table (backend | figure | ours | floor | ratio | target) and
 checks that no container of ours was left on any engine. Figures are ratios: on a noisy
@@ -81,6 +85,14 @@ def add(x: int, y: int) -> int:
 
 def reverse(data: bytes) -> bytes:
     return data[::-1]
+
+
+def ticker(count: int, gap: float) -> int:
+    """Print the time ``count`` times, ``gap`` seconds apart (for the live-output latency)."""
+    for i in range(count):
+        print(f"tick {i} {time.time():.6f}")
+        time.sleep(gap)
+    return count
 
 
 # -- targets ------------------------------------------------------------------------------------
@@ -321,7 +333,7 @@ def fmt(samples: Sequence[float], unit: str) -> str:
     if unit == "s":
         text = f"{median * 1000:.0f} ms" if median < 1 else f"{median:.2f} s"
     else:
-        text = f"{median:.1f} {unit}"
+        text = f"{median:.2f} {unit}" if unit == "ms" else f"{median:.1f} {unit}"
     return f"{text} (n={len(samples)})"
 
 
@@ -520,6 +532,89 @@ def warm_ssh_figure(target: Target, image: str, n: int) -> Row:
     return Row(target.id, "warm task over ssh vs local socket", ours, floors, "s", 1.3, label)
 
 
+# -- 7. observability: live output latency, tracing overhead ---------------------------------
+
+
+def live_latency_figure(target: Target, image: str, lines: int = 30) -> Row:
+    """Seconds from a task's print to its line in the ``oci_executor.live`` log."""
+    import logging
+
+    from oci_executor.pool import POOL
+
+    latencies: list[float] = []
+
+    class Arrivals(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            words = record.getMessage().split()
+            if len(words) >= 3 and words[-3] == "tick":
+                latencies.append(time.time() - float(words[-1]))
+
+    handler, live = Arrivals(), logging.getLogger("oci_executor.live")
+    live.addHandler(handler)
+    live.setLevel(logging.INFO)
+    try:
+        executor = target.executor(image, reuse="dispatch", keep_warm=60.0)
+        run_task(executor, ticker, [1, 0.0], 1)  # untimed: the warm container
+        latencies.clear()
+        run_task(executor, ticker, [lines, 0.1], lines)
+    finally:
+        live.removeHandler(handler)
+        POOL.drain()
+    return Row(target.id, "live output: print to log line", latencies, unit="s")
+
+
+def tracing_figure(target: Target, image: str, n: int) -> Row:
+    """A warm task traced vs the same with OCI_EXECUTOR_TRACE=0, side by side."""
+    from oci_executor.pool import POOL
+
+    executor = target.executor(image, reuse="dispatch", keep_warm=600.0)
+
+    def task(traced: bool) -> Callable[[], None]:
+        def run() -> None:
+            os.environ["OCI_EXECUTOR_TRACE"] = "1" if traced else "0"
+            run_task(executor, add, [2, 3], 5)
+
+        return run
+
+    try:
+        run_task(executor, add, [1, 2], 3)  # untimed: the warm container
+        traced, untraced = side_by_side(task(True), task(False), n)
+    finally:
+        os.environ.pop("OCI_EXECUTOR_TRACE", None)
+        POOL.drain()
+    added = (statistics.median(traced) - statistics.median(untraced)) * 1000
+    print(f"      added: {added:.2f} ms (difference of the medians; target: under 0.5 ms)")
+    return Row(target.id, "warm task traced vs untraced", traced, untraced, "s", None, "OCI_EXECUTOR_TRACE=0")
+
+
+def tracing_cpu_figure(n: int = 2000) -> Row:
+    """The host's CPU time for one warm task's trace and live log (record, phases, two file
+    writes), in process: robust on a busy machine, where wall-clock pairs are noisy."""
+    from oci_executor.backend import Container
+    from oci_executor.trace import TaskTrace
+
+    container = Container("c" * 64, "docker", "image", "", "/tmp", "python3")
+    end = {"exit_code": 0, "signal": None, "rusage": {"max_rss_kb": 1, "user_s": 0.1, "system_s": 0.1}}
+
+    def one() -> None:
+        trace = TaskTrace("bench", "0", "add")
+        for phase in ("wait", "send", "run", "receive"):
+            trace.phase(phase)
+            if phase == "wait":
+                trace.container(container, warm=True)
+        trace.exited(end)
+        trace.finish("ok")
+
+    one()
+    samples = []
+    for _ in range(n // 100):
+        start = time.thread_time()
+        for _ in range(100):
+            one()
+        samples.append((time.thread_time() - start) * 1000 / 100)
+    return Row("host", "tracing CPU time per warm task (in process)", samples, unit="ms")
+
+
 # -- 3. fan-out through a Covalent server ------------------------------------------------------
 
 
@@ -696,6 +791,9 @@ def guarded(name: str, measure: Callable[[], Row | list[Row]]) -> list[Row]:
 def measure_target(target: Target, options: argparse.Namespace, server: bool) -> list[Row]:
     image = options.image
     rows: list[Row] = []
+    if options.observability_only:
+        rows += guarded("live output", lambda: live_latency_figure(target, image))
+        return rows + guarded("tracing", lambda: tracing_figure(target, image, max(options.tasks, 200)))
     if target.local_address:  # a remote engine: what ssh adds to a warm task
         return guarded("warm task over ssh", lambda: warm_ssh_figure(target, image, options.tasks))
     if target.is_engine and not target.cli:
@@ -710,6 +808,8 @@ def measure_target(target: Target, options: argparse.Namespace, server: bool) ->
         )
     if server:
         rows += guarded("fan-out", lambda: fanout_figure(target, image, options.fanout_runs))
+    rows += guarded("live output", lambda: live_latency_figure(target, image))
+    rows += guarded("tracing", lambda: tracing_figure(target, image, max(options.tasks, 200)))
     if target.id == "docker" and target.cli:
         rows += guarded("seed pattern", lambda: seed_figure(target, image, 2))
     if options.environments:
@@ -790,6 +890,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, default=20, help="samples of each cold and warm figure (20)")
     parser.add_argument("--backends", default=",".join(ALL_BACKENDS), help="comma list (all)")
     parser.add_argument("--skip-fanout", action="store_true", help="no Covalent server, no fan-out")
+    parser.add_argument(
+        "--observability-only", action="store_true", help="only 7.: live-output latency, tracing overhead"
+    )
     parser.add_argument("--skip-200mb", action="store_true", help="only the 10 MB round trip")
     parser.add_argument("--fanout-runs", type=int, default=3, help="timed dispatches of each workflow (3)")
     parser.add_argument("--roundtrips", type=int, default=3, help="fresh processes per payload size (3)")
@@ -834,6 +937,8 @@ def run(options: argparse.Namespace) -> int:
     from oci_executor.pool import POOL
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    # Traces and live logs of this run (dispatch "bench") go to a folder of their own.
+    os.environ.setdefault("OCI_EXECUTOR_STATE_DIR", tempfile.mkdtemp(prefix="oci-bench-state-"))
     print(
         f"oci-executor {oci_executor.__version__} ({source_version()}) benchmark: image {options.image}, "
         f"Python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.platform()}"
@@ -848,6 +953,8 @@ def run(options: argparse.Namespace) -> int:
             url = stack.enter_context(covalent_server(options.image))
             print(f"Covalent server for the fan-out: {url}")
             server = True
+        print("\nhost")
+        rows += guarded("tracing CPU", tracing_cpu_figure)
         for target in targets:
             where = f" at {target.address}" if target.is_engine else f" ({sys.executable})"
             print(f"\n{target.id}{where}")

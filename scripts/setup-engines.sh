@@ -54,6 +54,7 @@ PACKAGES=(
     podman conmon catatonit containernetworking-plugins golang-github-containers-common
     uidmap slirp4netns fuse-overlayfs iptables
     debootstrap debian-archive-keyring curl ca-certificates docker-registry
+    chromium fonts-dejavu-core  # headless browser for the timeline report's test (tests/test_observe.py)
 )
 
 T0=$(date +%s)

@@ -1,4 +1,5 @@
-"""The shape of the package: no import cycles, and the engine core imports no Covalent."""
+"""The shape of the package: no import cycles, the engine core imports no Covalent, and one
+package per backend over a shared floor (no backend imports another; the floor imports none)."""
 
 from __future__ import annotations
 

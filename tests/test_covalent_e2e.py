@@ -439,3 +439,77 @@ def test_losing_the_ssh_link_fails_the_node_naming_the_host(server: str, remote_
     assert "SshConnectionError" in str(node["error"]) and "ssh link to" in str(node["error"])
     assert "127.0.0.1" in str(node["error"])
     assert _gone(remote_target, ids, 10 + 30), "the container outlived the link and its idle_timeout"
+
+
+def test_live_output_is_in_the_server_log_and_logs_f_before_the_task_ends(
+    server: str, target: Target
+) -> None:
+    """A task prints, reports progress, sleeps, prints: its first line reaches the server's log
+    and ``oci-executor logs -f`` while it sleeps; at the end the node's streams are whole."""
+    import queue
+    import subprocess
+    import sys
+    import threading
+
+    import covalent as ct
+    from covalent._shared_files.config import get_config
+
+    @ct.electron(executor=target.executor())
+    def talk():  # type: ignore[no-untyped-def]
+        import sys
+        import time
+
+        import oci_executor.task
+
+        print("first line")
+        oci_executor.task.progress(0.5, "half way")
+        time.sleep(6)
+        print("a warning", file=sys.stderr)
+        print("last line")
+        return "done"
+
+    @ct.lattice
+    def flow():  # type: ignore[no-untyped-def]
+        return talk()
+
+    logfile = os.path.join(get_config("user_interface.log_dir"), "covalent_ui.log")
+    dispatch_id = ct.dispatch(flow)()
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "oci_executor.cli", "logs", dispatch_id, "0", "-f"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout or ()], daemon=True).start()
+    tag = f"[dispatch {dispatch_id} node 0 (talk)"
+    try:
+        deadline = time.monotonic() + 120
+        followed: list[str] = []
+        while not any("first line" in line for line in followed):
+            followed.append(lines.get(timeout=max(deadline - time.monotonic(), 0.1)))
+        assert str(ct.get_result(dispatch_id, status_only=True)["status"]) != "COMPLETED"
+        assert not any("last line" in line for line in followed), followed
+        while f"{tag} stdout] first line" not in (text := open(logfile, errors="replace").read()):  # noqa: SIM115
+            assert time.monotonic() < deadline, "the first line never reached the server's log"
+            time.sleep(0.1)
+        assert f"{tag} progress] 50% half way" in text
+        assert f"{tag} stdout] last line" not in text, "the task should still be sleeping"
+        assert follower.wait(timeout=120) == 0  # `logs -f` with a node ends with the node's task
+    finally:
+        follower.kill()
+    result = ct.get_result(dispatch_id, wait=True)
+    assert result.result == "done"
+    node = _node(result)
+    assert (node["stdout"], node["stderr"]) == ("first line\nlast line\n", "a warning\n")
+    while not lines.empty():
+        followed.append(lines.get())
+    shown = [line.split("| ", 1)[1].rstrip("\n") for line in followed]
+    # Each stream in order (stdout and stderr are two pipes: lines printed on both within the
+    # same 50 ms may come in either order).
+    assert [line for line in shown if line != "a warning"] == [
+        "first line",
+        "50% half way",
+        "last line",
+        "task ended: ok",
+    ]
+    assert "a warning" in shown

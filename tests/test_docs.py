@@ -348,3 +348,14 @@ def test_the_backend_template_page_shows_the_tested_template() -> None:
     shown = text.split("```python\n", 1)[1].split("```", 1)[0]
     template = (DOCS.parent / "tests" / "cli_backend" / "oci_cli_backend.py").read_text(encoding="utf-8")
     assert shown == template, "docs/backends.md must show tests/cli_backend/oci_cli_backend.py as it is"
+
+
+def test_the_observability_page_documents_every_trace_field_and_phase() -> None:
+    from oci_executor import trace
+
+    text = (DOCS / "observability.md").read_text(encoding="utf-8")
+    rows = " ".join(line.split("|")[1] for line in text.splitlines() if line.startswith("| `"))
+    documented = set(re.findall(r"`(\w+)`", rows))
+    assert set(trace.TASK_FIELDS) <= documented, set(trace.TASK_FIELDS) - documented
+    assert set(trace.PHASES) <= documented, set(trace.PHASES) - documented
+    assert (DOCS / "observability-report.png").exists(), "the report's screenshot"

@@ -23,7 +23,7 @@ from covalent.executor.base import AsyncBaseExecutor
 from oci_executor import settings
 from oci_executor.backend import BackendConfig, Container, ContainerSpec
 from oci_executor.core import our_labels, run_task
-from oci_executor.covalent.wrapper import build_task, electron_name, transportable
+from oci_executor.covalent.wrapper import build_task, task_name, transportable
 from oci_executor.errors import ContainerNotFoundError, OCIExecutorError, TaskTimeoutError
 from oci_executor.parsing import check_time_limit
 from oci_executor.registry import AUTO, default_registry, shared_backend
@@ -126,6 +126,7 @@ class OCIExecutor(AsyncBaseExecutor):
             node_id=str(task_metadata.get("node_id", "")),
             time_limit=self.time_limit,
             on_container=on_container,
+            name=task_name(function),
         )
 
     # -- Covalent's entry points -------------------------------------------------------
@@ -169,7 +170,7 @@ class OCIExecutor(AsyncBaseExecutor):
             where = ""
             if outcome.phase in ("call_before", "call_after", "load"):
                 node = task_metadata.get("node_id", "")
-                where = f"electron {electron_name(function)!r} (node {node}), {outcome.phase}: "
+                where = f"electron {task_name(function)!r} (node {node}), {outcome.phase}: "
             raise TaskRuntimeError(f"{where}{outcome.summary()}\n{outcome.traceback}")
         return transportable(outcome)
 

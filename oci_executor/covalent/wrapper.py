@@ -72,17 +72,6 @@ def build_task(function: Callable[..., Any], args: Sequence[Any], kwargs: Mappin
     return payload_from_callable(function, args, kwargs)
 
 
-def electron_name(function: Callable[..., Any]) -> str:
-    """The task function's name, for messages (Covalent's wrapper partial or a plain callable)."""
-    if isinstance(function, functools.partial) and function.args and _is_transportable(function.args[0]):
-        header = getattr(function.args[0], "_header", None) or {}
-        name = (header.get("attrs") or {}).get("name")
-        if name:
-            return str(name)
-        function = function.func
-    return str(getattr(function, "__qualname__", getattr(function, "__name__", type(function).__name__)))
-
-
 def transportable(outcome: TaskOutcome) -> Any:
     """The return value as Covalent's TransportableObject, built without unpickling it."""
     from covalent._workflow.transport import TransportableObject
@@ -97,3 +86,15 @@ def transportable(outcome: TaskOutcome) -> Any:
         "attrs": {"doc": "", "name": ""},
     }
     return obj
+
+
+def task_name(function: Callable[..., Any]) -> str:
+    """The electron's function name (for logs and the trace), read without unpickling it."""
+    from covalent.executor.utils.wrappers import wrapper_fn
+
+    if isinstance(function, functools.partial) and function.func is wrapper_fn:
+        try:
+            return str(function.args[0].attrs.get("name", ""))
+        except (AttributeError, IndexError, KeyError):
+            return ""
+    return str(getattr(function, "__name__", ""))
