@@ -1,5 +1,5 @@
-"""The ``oci-executor`` command line: ``demo``, ``doctor``, ``pull``, ``ls``, ``gc``, ``env``, and
-``logs``, ``trace``, ``report`` (:mod:`oci_executor.cli_observe`).
+"""The ``oci-executor`` command line: ``demo``, ``doctor``, ``pull``, ``image``, ``ls``, ``gc``,
+``env``, and ``logs``, ``trace``, ``report`` (:mod:`oci_executor.cli_observe`).
 
 ``doctor`` and ``demo`` import their modules only when run, so ``ls`` and ``gc`` work
 without Covalent's import cost.
@@ -43,6 +43,13 @@ def format_age(seconds: float | None) -> str:
     return f"{seconds:.0f}s"
 
 
+def short_id(container_id: str) -> str:
+    """An engine's hex id cut to 12 characters, as the engines show it; a name (a Slurm job's
+    ``oci-slurm-<job>-<node>``) whole."""
+    is_hex = len(container_id) > 12 and all(c in "0123456789abcdef" for c in container_id)
+    return container_id[:12] if is_hex else container_id
+
+
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
@@ -63,6 +70,10 @@ def _engine(text: str) -> tuple[str, str]:
 def _entries(args: argparse.Namespace) -> Iterator[list[inventory.Entry]]:
     """Our containers on every engine (closing the connections afterwards)."""
     backends = list(inventory.engines(args.engine))
+    if args.backend:
+        for backend in [b for b in backends if b.name not in args.backend]:
+            backend.close()
+        backends = [b for b in backends if b.name in args.backend]
     try:
         entries, problems = inventory.listing(backends)
         for line in problems:
@@ -90,7 +101,7 @@ def _print_ls(entries: list[inventory.Entry], as_json: bool) -> int:
     rows += [
         [
             e.engine,
-            e.container.id[:12],
+            short_id(e.container.id),
             e.container.state,
             format_age(e.age(now)),
             e.dispatch,
@@ -108,7 +119,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         doomed = inventory.orphans(entries, args.older_than)
         failed = 0
         for entry in doomed:
-            what = f"{entry.engine}: {entry.container.id[:12]} ({entry.container.state}, dispatch {entry.dispatch or '?'})"
+            what = f"{entry.engine}: {short_id(entry.container.id)} ({entry.container.state}, dispatch {entry.dispatch or '?'})"
             if args.dry_run:
                 print(f"would remove {what}")
                 continue
@@ -190,10 +201,72 @@ def cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_image_copy(args: argparse.Namespace) -> int:
+    from oci_executor import images
+
+    try:
+        source = images.parse(args.source, args.from_address)
+        dest = images.parse(args.dest, args.to_address, "" if source.kind == "file" else source.image)
+        with pull_progress_bar():
+            print(images.copy(source, dest))
+    except OCIExecutorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_image_build(args: argparse.Namespace) -> int:
+    from oci_executor import hostimage, images
+    from oci_executor.backend import BackendConfig
+    from oci_executor.registry import select_backend
+
+    try:
+        backend = select_backend(args.backend, BackendConfig(address=args.address))
+        try:
+            if getattr(backend, "ensure_image", None) is None:
+                print(f"error: the {backend.name} backend runs no images: nothing to build", file=sys.stderr)
+                return 1
+            with pull_progress_bar():
+                name = hostimage.build(backend, args.name)
+            print(
+                f"Built {name} from this host's Python {host_python_version()} into the {images.store_name(backend)}."
+            )
+        finally:
+            backend.close()
+    except OCIExecutorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_image_arguments(parser: argparse.ArgumentParser) -> None:
+    """``oci-executor image copy`` and ``oci-executor image build``."""
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    copy = verbs.add_parser(
+        "copy",
+        help="copy an image between stores without a registry (docker:IMAGE, podman:IMAGE, file:PATH)",
+    )
+    copy.add_argument(
+        "source", metavar="SRC", help="docker:IMAGE, podman:IMAGE or file:PATH (a saved archive)"
+    )
+    copy.add_argument("dest", metavar="DEST", help="docker, podman (same name), podman:IMAGE or file:PATH")
+    copy.add_argument("--from-address", help="SRC's engine address (default: the backend's own)")
+    copy.add_argument("--to-address", help="DEST's engine address (default: the backend's own)")
+    copy.set_defaults(func=cmd_image_copy)
+    build = verbs.add_parser("build", help="build an image from this host's Python (no registry, no root)")
+    build.add_argument(
+        "name", nargs="?", default=None, help=f"default: oci-executor/python:{host_python_version()}"
+    )
+    build.add_argument("--backend", default="auto", help="docker, podman (default: auto)")
+    build.add_argument("--address", help="the engine's address (default: the backend's)")
+    build.set_defaults(func=cmd_image_build)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from oci_executor.covalent import demo
+    from oci_executor.hostimage import host_image_name
 
-    images = [args.image] if args.image else [defaults()["image"], TEST_IMAGE]
+    images = [args.image] if args.image else [defaults()["image"], TEST_IMAGE, host_image_name()]
     with pull_progress_bar():
         return demo.run(images, args.backend)
 
@@ -209,7 +282,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--image",
         default=os.environ.get("OCI_EXECUTOR_IMAGE"),
         help=f"image with the host's Python (default: $OCI_EXECUTOR_IMAGE, else "
-        f"{defaults()['image']}, else {TEST_IMAGE})",
+        f"{defaults()['image']}, else {TEST_IMAGE}, else oci-executor/python:X.Y built from this host's Python)",
     )
     parser.add_argument("--backend", default=None, help="force a backend instead of probing")
 
@@ -234,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--address", help="the engine's address (default: the backend's)")
     pull.set_defaults(func=cmd_pull)
 
+    image = sub.add_parser("image", help="copy images between stores, or build one from this host's Python")
+    add_image_arguments(image)
+
     for name, func, text in (
         ("ls", cmd_ls, "list our containers on every reachable engine"),
         ("gc", cmd_gc, "remove our containers whose driver process is gone"),
@@ -246,6 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
             default=[],
             metavar="BACKEND=ADDRESS",
             help="also visit this engine, e.g. docker=tcp://host:2375 (repeatable)",
+        )
+        cmd.add_argument(
+            "--backend",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help="visit only this backend's engines, e.g. slurm (repeatable; default: all)",
         )
         cmd.set_defaults(func=func)
         if name == "ls":

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from oci_executor.backend import Backend, BackendConfig, ManagedContainer
-from oci_executor.errors import OCIExecutorError
+from oci_executor.errors import EnginePermissionError, OCIExecutorError
 from oci_executor.labels import DISPATCH_LABEL, NODE_LABEL, OWNER_LABEL
 from oci_executor.owner import OwnerState, owner_state
 from oci_executor.registry import default_registry
@@ -78,13 +79,23 @@ def engines(addresses: Sequence[tuple[str, str]] = ()) -> Iterator[Backend]:
 
 
 def listing(backends: Sequence[Backend]) -> tuple[list[Entry], list[str]]:
-    """Our containers on ``backends``, and one line per engine that could not be listed."""
+    """Our containers on ``backends``, and one line per engine that could not be listed.
+
+    An engine visited only by default that this user may not use, or that is not installed,
+    is one short line (its cause), not a failure: a Podman user never configured Docker.
+    """
     entries: list[Entry] = []
     problems: list[str] = []
     for backend in backends:
         try:
             found = backend.managed()
+        except EnginePermissionError as exc:
+            cause = re.split(r"(?<=[^.])\. |: ", str(exc).splitlines()[0], maxsplit=1)[0]
+            problems.append(f"{backend.describe()}: not visited ({cause})")
+            continue
         except OCIExecutorError as exc:
+            if not backend.config.address and not backend.installed():
+                continue
             problems.append(f"{backend.describe()}: {str(exc).splitlines()[0]}")
             continue
         entries += [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sys
 import threading
 
@@ -129,11 +130,13 @@ def select_backend(
         backend.close()
     if installed:
         first, problem = installed[0]
+        if len(installed) > 1:
+            log.info("backend='auto' also skipped%s", _skipped(installed[1:]))
+        # The diagnosis first (its first sentence is the cause), then what auto did: the other
+        # engines' problems are in the log, not in a Podman user's error.
         raise EngineUnavailableError(
-            f"backend='auto': {first.name} is installed but cannot run a task here: {problem}"
-            + (_skipped(installed[1:]) if len(installed) > 1 else "")
-            + f". Fix it, or choose a backend explicitly (backend='{first.name}', or backend='local' "
-            "to run tasks on the host without a container)."
+            f"{problem.rstrip('.')}. (backend='auto' chose {first.name}, the first engine installed here; "
+            f"backend='local' runs tasks on the host without a container.)"
         )
     if fallback is None:
         raise EngineUnavailableError("backend='auto' found no backend" + _skipped(skipped))
@@ -150,7 +153,12 @@ def select_backend(
 def _skipped(skipped: list[tuple[Backend, str]]) -> str:
     if not skipped:
         return ""
-    return " (skipped: " + "; ".join(f"{b.describe()}: {p[:300]}" for b, p in skipped) + ")"
+    return " (skipped: " + "; ".join(f"{b.describe()}: {_first_sentence(p)}" for b, p in skipped) + ")"
+
+
+def _first_sentence(text: str) -> str:
+    """The cause of a problem, whole: its first sentence (never a cut-off piece)."""
+    return re.split(r"(?<=[^.])\. ", text, maxsplit=1)[0].rstrip(".")
 
 
 # -- one backend instance per name and config in this process ---------------------------------

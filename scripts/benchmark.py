@@ -2,7 +2,7 @@
 """Measure oci-executor against the floor of each engine, side by side in one run.
 
     .venv/bin/python scripts/benchmark.py [--image IMAGE] [--tasks N] [--backends LIST]
-        [--skip-fanout] [--skip-200mb] [--fanout-runs N] [--roundtrips N]
+        [--skip-fanout] [--skip-200mb] [--slurm-ways] [--slurm-fanout] [--fanout-runs N] [--roundtrips N]
         [--chart PATH] [--markdown PATH] [--observability-only]
 
 For each backend that answers (local, docker, podman, podman-rootless, slurm), every figure is
@@ -28,7 +28,11 @@ machine's noise hits both alike, and reported as medians with n and their ratio:
 7. observability (docs/observability.md): the live-output latency, from a task's ``print`` to
    its line in the log (the ``oci_executor.live`` logger the server's log gets), and what the
    trace and live log add to a warm task (traced vs ``OCI_EXECUTOR_TRACE=0``, side by side;
-   target: under 0.5 ms).
+   target: under 0.5 ms);
+8. slurm, with ``--slurm-ways``: the other ways to a job with a container (salloc, sbatch, a
+   job submitted ahead; scripts/bench_slurm.py) vs the same floor as the cold task; with
+   ``--slurm-fanout``: a 200-electron fan-out over both nodes and on one node vs Covalent's
+   local executor.
 
 It ends with a markdown summary table (backend | figure | ours | floor | ratio | target) and
 checks that no container of ours was left on any engine. Figures are ratios: on a noisy
@@ -423,6 +427,27 @@ def cold_figure(target: Target, image: str, n: int) -> Row:
     return Row(target.id, figure, ours, floors, "s", 1.0, label)
 
 
+def slurm_ways_rows(target: Target, image: str, n: int) -> list[Row]:
+    """The other ways to a job with a container (scripts/bench_slurm.py), each vs the floor."""
+    import bench_slurm
+
+    run = ["run", "--rm", f"--label={target.label}", image, "python3", "-c", "pass"]
+    argv = slurm_podman(target, *run)
+    user = [a for a in target.cli if a.startswith(("--uid", "--gid"))]
+    found = bench_slurm.measure(
+        lambda: run_quiet(argv, env=slurm_env()),
+        user,
+        lambda job: slurm_podman(target, *run, jobid=job),
+        slurm_env(),
+        n,
+    )
+    label = "srun podman run --rm IMAGE python3 -c pass"
+    return [
+        Row(target.id, f"way: {name}", ours, floors, "s", None, label)
+        for name, (ours, floors) in found.items()
+    ]
+
+
 # -- 2. warm task ------------------------------------------------------------------------------
 
 
@@ -637,13 +662,13 @@ def fanout_workflow(executor: Any) -> Any:
     return fanout
 
 
-def dispatch(workflow: Any) -> None:
+def dispatch(workflow: Any, width: int = FANOUT_WIDTH) -> None:
     """Dispatch ``workflow`` and wait for its result; fails loudly if it is wrong."""
     import covalent as ct
 
-    dispatch_id = ct.dispatch(workflow)(FANOUT_WIDTH)
+    dispatch_id = ct.dispatch(workflow)(width)
     result = ct.get_result(dispatch_id, wait=True)
-    if str(result.status) != "COMPLETED" or result.result != FANOUT_RESULT:
+    if str(result.status) != "COMPLETED" or result.result != sum(i * i for i in range(width)):
         raise RuntimeError(
             f"dispatch {dispatch_id} ended {result.status}: {result.error}{failed_nodes(result)}"
         )
@@ -680,6 +705,54 @@ def fanout_figure(target: Target, image: str, runs: int) -> Row:
     ours, floors = side_by_side(lambda: dispatch(ours_wf), lambda: dispatch(local_wf), runs, settle)
     label = 'same workflow, executor="local"'
     return Row(target.id, f"{FANOUT_WIDTH}-electron fan-out vs Covalent local", ours, floors, "s", 1.3, label)
+
+
+def slurm_fanout_rows(target: Target, image: str, runs: int, width: int = 200) -> list[Row]:
+    """A ``width``-electron fan-out over both nodes (jobs of 2 CPUs, ``max_containers=6``: more
+    jobs than one node of 4 CPUs holds) vs Covalent's local executor, and the same pinned to
+    one node."""
+    nodes = subprocess.run(
+        ["sinfo", "--noheader", "--Node", "--format=%N"], capture_output=True, text=True, env=slurm_env()
+    ).stdout.split()
+    before = leftovers(target)
+    both = fanout_workflow(target.executor(image, cpus=2, max_containers=6))
+    one = fanout_workflow(
+        target.executor(image, cpus=2, max_containers=6, slurm_args=[f"--nodelist={nodes[0]}"])
+    )
+    local = fanout_workflow("local")
+
+    def settle() -> None:
+        wait_until_clean(target, before)
+
+    dispatch(both, width)  # untimed warm-up
+    settle()
+    times: dict[str, list[float]] = {"both": [], "one": [], "local": []}
+    for i in range(runs):
+        order = [("both", both), ("one", one), ("local", local)]
+        for name, workflow in order if i % 2 == 0 else reversed(order):
+            times[name].append(timed(lambda w=workflow: dispatch(w, width)))
+            settle()
+    label = 'same workflow, executor="local"'
+    return [
+        Row(
+            target.id,
+            f"{width}-electron fan-out, {len(nodes)} nodes vs Covalent local",
+            times["both"],
+            times["local"],
+            "s",
+            None,
+            label,
+        ),
+        Row(
+            target.id,
+            f"{width}-electron fan-out, one node ({nodes[0]}) vs Covalent local",
+            times["one"],
+            times["local"],
+            "s",
+            None,
+            label,
+        ),
+    ]
 
 
 @contextlib.contextmanager
@@ -800,6 +873,8 @@ def measure_target(target: Target, options: argparse.Namespace, server: bool) ->
         print("  cold task: skipped (no engine CLI on PATH for the `run --rm` floor)")
     else:
         rows += guarded("cold task", lambda: cold_figure(target, image, options.tasks))
+    if target.backend == "slurm" and options.slurm_ways:
+        rows += guarded("slurm ways", lambda: slurm_ways_rows(target, image, options.tasks))
     rows += guarded("warm task", lambda: warm_figure(target, image, options.tasks))
     sizes = [10] if options.skip_200mb else [10, 200]
     for size in sizes:
@@ -808,6 +883,8 @@ def measure_target(target: Target, options: argparse.Namespace, server: bool) ->
         )
     if server:
         rows += guarded("fan-out", lambda: fanout_figure(target, image, options.fanout_runs))
+    if server and target.backend == "slurm" and options.slurm_fanout:
+        rows += guarded("slurm fan-out", lambda: slurm_fanout_rows(target, image, options.fanout_runs))
     rows += guarded("live output", lambda: live_latency_figure(target, image))
     rows += guarded("tracing", lambda: tracing_figure(target, image, max(options.tasks, 200)))
     if target.id == "docker" and target.cli:
@@ -890,6 +967,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, default=20, help="samples of each cold and warm figure (20)")
     parser.add_argument("--backends", default=",".join(ALL_BACKENDS), help="comma list (all)")
     parser.add_argument("--skip-fanout", action="store_true", help="no Covalent server, no fan-out")
+    parser.add_argument(
+        "--slurm-ways", action="store_true", help="slurm: also time salloc, sbatch and a job submitted ahead"
+    )
+    parser.add_argument(
+        "--slurm-fanout", action="store_true", help="slurm: a 200-electron fan-out on both nodes and on one"
+    )
     parser.add_argument(
         "--observability-only", action="store_true", help="only 7.: live-output latency, tracing overhead"
     )

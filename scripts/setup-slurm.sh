@@ -11,20 +11,28 @@
 #
 # Idempotent: a second run only checks that the cluster answers. Called by the last line
 # of scripts/setup-engines.sh; stopped by scripts/stop-engines.sh.
+#
+# A second, private cluster beside it (to try a config without disturbing the shared one):
+#   OCI_SLURM_INSTANCE=x OCI_SLURM_PORT=7817 OCI_SLURM_NODES="x1 x2" bash scripts/setup-slurm.sh
+# keeps its config, pids, logs and spool under .../x/ and uses ports 7817 (controller) and
+# 7818, 7819 (nodes). Name its nodes apart from the shared ones: both clusters' nodes share
+# this host's rootless image and container stores, and each job sweeps its node's containers.
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin${PATH:+:$PATH}"
 
 TEST_USER="${OCI_TEST_USER:-ocitest}"
-STATE_DIR=/run/oci-executor
+INSTANCE="${OCI_SLURM_INSTANCE:-}"
+MUNGE_PIDFILE=/run/oci-executor/munged.pid
+STATE_DIR=/run/oci-executor${INSTANCE:+/$INSTANCE}
 CONF_DIR=$STATE_DIR/slurm
 CONF=$CONF_DIR/slurm.conf
-LOG_DIR=/var/log/oci-executor-slurm
-SPOOL=/var/spool/oci-executor-slurm
-NODES=(n1 n2)
-PORT0=6818
-CTLD_PORT=6817
+LOG_DIR=/var/log/oci-executor-slurm${INSTANCE:+/$INSTANCE}
+SPOOL=/var/spool/oci-executor-slurm${INSTANCE:+/$INSTANCE}
+read -r -a NODES <<<"${OCI_SLURM_NODES:-n1 n2}"
+CTLD_PORT=${OCI_SLURM_PORT:-6817}
+PORT0=$((CTLD_PORT + 1))
 PACKAGES=(slurmctld slurmd slurm-client munge)
 export SLURM_CONF=$CONF
 
@@ -90,21 +98,22 @@ write_conf() {
     local host want node i=0
     host=$(hostname -s)
     want="# Written by oci-executor scripts/setup-slurm.sh: a throwaway test cluster.
-ClusterName=ocitest
+ClusterName=ocitest${INSTANCE}
 SlurmctldHost=$host(127.0.0.1)
 SlurmctldPort=$CTLD_PORT
 SlurmUser=root
 AuthType=auth/munge
 CredType=cred/munge
 MpiDefault=none
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+ProctrackType=proctrack/cgroup
+TaskPlugin=task/cgroup
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
+InactiveLimit=30
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
-DefMemPerCPU=250
+DefMemPerCPU=1024
 SlurmdParameters=config_overrides
 ReturnToService=2
 KillWait=5
@@ -117,14 +126,30 @@ SlurmdSpoolDir=$SPOOL/slurmd-%n
 StateSaveLocation=$SPOOL/ctld
 "
     for node in "${NODES[@]}"; do
-        want+="NodeName=$node NodeHostname=$host NodeAddr=127.0.0.1 Port=$((PORT0 + i)) CPUs=4 RealMemory=2000
+        want+="NodeName=$node NodeHostname=$host NodeAddr=127.0.0.1 Port=$((PORT0 + i)) CPUs=4 RealMemory=8192
 "
         i=$((i + 1))
     done
     want+="PartitionName=debug Nodes=ALL Default=YES MaxTime=1440 State=UP
 "
     install -d -m 0755 "$CONF_DIR" "$SPOOL/ctld"
-    if [[ -f $CONF ]] && [[ "$(cat "$CONF")"$'\n' == "$want" ]]; then
+    # Slurm's cgroup plugins enforce cpus (a cpuset) and memory (the job's memory cgroup: the
+    # container's processes stay in it, rootless Podman on cgroup v1 makes none of its own),
+    # and proctrack/cgroup ends every process of a job, conmon and the container included.
+    local cgroup="# Written by oci-executor scripts/setup-slurm.sh.
+CgroupPlugin=cgroup/v1
+CgroupMountpoint=/sys/fs/cgroup
+CgroupAutomount=no
+ConstrainCores=yes
+ConstrainRAMSpace=yes
+ConstrainSwapSpace=no
+"
+    if [[ ! -f $CONF_DIR/cgroup.conf ]] || [[ "$(cat "$CONF_DIR/cgroup.conf")"$'\n' != "$cgroup" ]]; then
+        printf '%s' "$cgroup" >"$CONF_DIR/cgroup.conf"
+        chmod 0644 "$CONF_DIR/cgroup.conf"
+        CONF_CHANGED=1
+    fi
+    if [[ -f $CONF ]] && [[ "$(cat "$CONF")"$'\n' == "$want" ]] && ((CONF_CHANGED == 0)); then
         log "slurm.conf: up to date ($CONF)"
         return
     fi
@@ -135,24 +160,24 @@ StateSaveLocation=$SPOOL/ctld
 }
 
 CONF_CHANGED=0
-mkdir -p "$LOG_DIR" "$STATE_DIR"
+mkdir -p "$LOG_DIR" "$STATE_DIR" "$(dirname "$MUNGE_PIDFILE")"
 install_packages
 write_conf
 
 # munge: the key exists after installing the package; munged runs as user munge.
 install -d -o munge -g munge -m 0755 /run/munge
-if ! running "$STATE_DIR/munged.pid" munged; then
-    rm -f "$STATE_DIR/munged.pid"
+if ! running "$MUNGE_PIDFILE" munged; then
+    rm -f "$MUNGE_PIDFILE"
     su -s /bin/sh munge -c "munged -F --pid-file=/run/munge/munged.pid" </dev/null >>"$LOG_DIR/munged.out" 2>&1 &
     for ((i = 0; i < 50; i++)); do
         [[ -f /run/munge/munged.pid ]] && break
         sleep 0.1
     done
     [[ -f /run/munge/munged.pid ]] || die "munged did not start (see $LOG_DIR/munged.out)"
-    cp /run/munge/munged.pid "$STATE_DIR/munged.pid"
-    log "munged: started (pid $(cat "$STATE_DIR/munged.pid"))"
+    cp /run/munge/munged.pid "$MUNGE_PIDFILE"
+    log "munged: started (pid $(cat "$MUNGE_PIDFILE"))"
 else
-    log "munged: running (pid $(cat "$STATE_DIR/munged.pid"))"
+    log "munged: running (pid $(cat "$MUNGE_PIDFILE"))"
 fi
 munge -n </dev/null | unmunge >/dev/null 2>&1 || die "munge does not work (see $LOG_DIR/munged.out)"
 

@@ -53,6 +53,10 @@ for pidfile in "$STATE_DIR"/slurmd-*.pid; do
     stop_pidfile "$node" "$pidfile" "slurmd -N ${node#slurmd-}"
 done
 stop_pidfile "slurmctld" "$STATE_DIR/slurmctld.pid" "slurmctld"
+# Slurm's cgroup plugins leave their (empty) folders behind: /sys/fs/cgroup/*/slurm_<node>/.
+for node_dir in /sys/fs/cgroup/*/slurm_n[0-9]*; do
+    [[ -d $node_dir ]] && find "$node_dir" -depth -type d -exec rmdir {} + 2>/dev/null || true
+done
 stop_pidfile "munged" "$STATE_DIR/munged.pid" "munged"
 
 stop_pidfile "sshd (remote-engine tests)" "$STATE_DIR/sshd.pid" "sshd"

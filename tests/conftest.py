@@ -10,6 +10,8 @@ import os
 import shutil
 import tempfile
 
+_REAL_HOME = os.environ.get("HOME", "")
+"""The user's own HOME: a user without root tests their own rootless Podman, with its store."""
 _HOME = tempfile.mkdtemp(prefix="oci-tests-home-")
 os.environ["HOME"] = _HOME
 os.environ["COVALENT_CONFIG_DIR"] = os.path.join(_HOME, ".config", "covalent")
@@ -18,9 +20,14 @@ os.environ["COVALENT_DISABLE_DASK"] = "1"
 for _var in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "COVALENT_CACHE_DIR"):
     os.environ.pop(_var, None)
 
+import contextlib  # noqa: E402
 import glob  # noqa: E402
+import re  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections import Counter  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
@@ -39,21 +46,92 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_HOME, ignore_errors=True)
 
 
+def _skip_reason(report: pytest.TestReport) -> str:
+    """Why a test was skipped, shortened to what groups alike tests (the engine, or root)."""
+    longrepr = report.longrepr
+    reason = str(longrepr[2] if isinstance(longrepr, tuple) else longrepr).removeprefix("Skipped: ")
+    reason = reason.split("; " + engines.SETUP_HINT, 1)[0]
+    engine = re.match(r"([\w-]+) engine at \S+ not usable", reason)
+    if engine:
+        return f"need {engine.group(1)}, which is not usable here"
+    return re.sub(r"\s*\(.*", "", reason)[:120]
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """One line on skipped engine tests (for scripts/test.sh to print last, after tox's own)."""
-    skipped = [r for r in terminalreporter.stats.get("skipped", []) if engines.SETUP_HINT in str(r.longrepr)]
-    if skipped:
-        line = (
-            f"{len(skipped)} engine tests skipped: no usable engine for them here. "
-            f"Run them with: sudo bash scripts/setup-engines.sh && bash scripts/test.sh"
-        )
+    """The skipped tests by reason, counted as pytest counts them (for scripts/test.sh to print
+    last, after tox's own summary)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        line = "0 tests skipped"
     else:
-        line = "0 engine tests skipped"
+        reasons = Counter(_skip_reason(r) for r in skipped)
+        parts = "; ".join(f"{count}: {why}" for why, count in reasons.most_common())
+        hint = "the others need root: sudo bash scripts/test.sh" if os.geteuid() != 0 else engines.SETUP_HINT
+        line = f"{len(skipped)} tests skipped ({parts}); {hint}"
+    if _SESSION_PODMAN:
+        line += f". Ran the rootless Podman tests on your own Podman ({_SESSION_PODMAN})"
     terminalreporter.write_line(line)
     summary = os.environ.get("OCI_TEST_SUMMARY_FILE")
     if summary:
         with open(summary, "w") as f:
             f.write(line + "\n")
+
+
+_SESSION_PODMAN = ""
+"""A user without root: the address of their rootless Podman the session uses."""
+_session_service: subprocess.Popen[bytes] | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A user without root tests their own rootless Podman: start its service where Podman
+    puts it when none answers, and build the test image from this Python if it is missing."""
+    global _SESSION_PODMAN, _session_service
+    if os.geteuid() == 0 or not shutil.which("podman") or os.environ.get("OCI_TEST_PODMAN_ROOTLESS_HOST"):
+        return
+    address = engines.address("podman-rootless")
+    path = address.removeprefix("unix://")
+    if engines._engine_problem("podman", address) is not None and not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        _session_service = subprocess.Popen(
+            ["podman", "system", "service", "--time=0", address],
+            env={**os.environ, "HOME": _REAL_HOME},  # the user's own store, not the tests' HOME
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd="/",
+        )
+        deadline = time.monotonic() + 20
+        while not os.path.exists(path) and time.monotonic() < deadline and _session_service.poll() is None:
+            time.sleep(0.1)
+    if not os.path.exists(path):
+        return
+    from oci_executor.backend import BackendConfig
+    from oci_executor.backends.podman import PodmanBackend
+    from oci_executor.errors import OCIExecutorError
+    from oci_executor.hostimage import build, host_python_version
+
+    backend = PodmanBackend(BackendConfig(address=address))
+    try:
+        if engines.test_image().endswith(f":{host_python_version()}"):
+            with contextlib.suppress(OCIExecutorError):
+                if backend._find_image(backend.client(), engines.test_image()) is None:
+                    build(backend, engines.test_image())
+    finally:
+        backend.close()
+    _SESSION_PODMAN = address
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _session_service
+    service, _session_service = _session_service, None
+    if service is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(service.pid, signal.SIGTERM)
+        try:
+            service.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(service.pid, signal.SIGKILL)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,18 @@ import time
 
 import pytest
 
-ROOTLESS_USER = os.environ.get("OCI_TEST_ROOTLESS_USER", "ocitest")
+
+def _default_rootless_user() -> str:
+    """Root drives the test user ``ocitest``; a user without root is their own rootless user."""
+    if os.geteuid() == 0:
+        return "ocitest"
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+ROOTLESS_USER = os.environ.get("OCI_TEST_ROOTLESS_USER") or _default_rootless_user()
 ENGINE_TARGETS = ["docker", "podman", "podman-rootless"]
 CONTRACT_TARGETS = ["local", *ENGINE_TARGETS, "slurm", "podman-cli"]
 """Every backend, and ``podman-cli``: docs/backends.md's template (tests/cli_backend/) over the
@@ -32,6 +43,8 @@ LABEL = "io.oci-executor.managed=true"
 PULL_PROBE = "127.0.0.1:5000/oci-executor-test/pull-probe:latest"
 """An image only the test registry holds (scripts/setup-engines.sh pushes it): pulls for real."""
 SETUP_HINT = "run `sudo bash scripts/setup-engines.sh` to install and start the test engines (and the test Slurm cluster)"
+ROOT_HINT = "needs root"
+"""Start of the reason of a test skipped because it drives other users or root's engines."""
 
 
 def in_ci() -> bool:
@@ -74,6 +87,14 @@ def address(target_id: str) -> str:
         return os.environ.get("OCI_TEST_DOCKER_HOST", "unix:///var/run/docker.sock")
     if target_id == "podman":
         return os.environ.get("OCI_TEST_PODMAN_HOST", "unix:///run/podman/podman.sock")
+    if (
+        target_id == "podman-rootless"
+        and os.geteuid() != 0
+        and "OCI_TEST_PODMAN_ROOTLESS_HOST" not in os.environ
+    ):
+        from oci_executor.backends.podman import default_address
+
+        return default_address()  # this user's own rootless Podman, where Podman itself puts it
     if target_id == "podman-rootless":
         try:
             uid = pwd.getpwnam(ROOTLESS_USER).pw_uid
@@ -127,8 +148,25 @@ def _slurm_problem() -> str | None:
     return None
 
 
+def slurm_nodes() -> list[str]:
+    """The test cluster's node names (n1, n2; a private cluster of setup-slurm.sh has others)."""
+    import subprocess
+
+    info = subprocess.run(
+        ["sinfo", "--noheader", "--Node", "--format=%N"],
+        capture_output=True,
+        text=True,
+        env=slurm_env(),
+        timeout=30,
+    )
+    return sorted(set(info.stdout.split()))
+
+
 def slurm_leftovers() -> list[str]:
-    """Our jobs still in the queue (``job:ID``) and our containers on the nodes (``container:NAME``)."""
+    """Our jobs still in the queue (``job:ID``) and our containers on the nodes (``container:NAME``).
+
+    Containers are counted on this cluster's nodes only: a second cluster on the same host (see
+    scripts/setup-slurm.sh) shares the test user's container store."""
     import subprocess
 
     jobs = subprocess.run(
@@ -145,7 +183,12 @@ def slurm_leftovers() -> list[str]:
         text=True,
         timeout=60,
     )
-    found += [f"container:{name}" for name in ps.stdout.split() if name.startswith("oci-slurm-")]
+    nodes = tuple(f"-{node}" for node in slurm_nodes())
+    found += [
+        f"container:{name}"
+        for name in ps.stdout.split()
+        if name.startswith("oci-slurm-") and name.endswith(nodes)
+    ]
     return sorted(found)
 
 

@@ -71,11 +71,21 @@ class RootlessUser:
     venv: str
 
     @property
+    def is_self(self) -> bool:
+        """Whether the tests run as this user (a user without root testing their own Podman)."""
+        return self.uid == os.geteuid() != 0
+
+    @property
     def runtime_dir(self) -> str:
+        """``/run/user/UID``; for :attr:`is_self`, the session's own ``XDG_RUNTIME_DIR`` ("" if unset)."""
+        if self.is_self:
+            return os.environ.get("XDG_RUNTIME_DIR", "")
         return f"/run/user/{self.uid}"
 
     @property
     def socket_path(self) -> str:
+        if self.is_self:
+            return engines.address("podman-rootless").removeprefix("unix://")
         return f"{self.runtime_dir}/podman/podman.sock"
 
     @property
@@ -100,6 +110,8 @@ class RootlessUser:
             "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONUNBUFFERED": "1",
         }
+        if not env["XDG_RUNTIME_DIR"]:
+            env.pop("XDG_RUNTIME_DIR")
         for key, value in (overrides or {}).items():
             if value is None:
                 env.pop(key, None)
@@ -110,7 +122,8 @@ class RootlessUser:
     def command(self, argv: Sequence[str], env: Mapping[str, str | None] | None = None) -> list[str]:
         """``argv`` as the user, with only the user's minimal environment (:meth:`env`)."""
         assignments = [f"{k}={v}" for k, v in self.env(env).items()]
-        return ["runuser", "-u", self.name, "--", "env", "-i", *assignments, *argv]
+        as_user = [] if self.is_self else ["runuser", "-u", self.name, "--"]
+        return [*as_user, "env", "-i", *assignments, *argv]
 
     def spawn(
         self,
@@ -248,17 +261,23 @@ def _probe(name: str) -> tuple[pwd.struct_passwd, str]:
         unusable(f"no such user {name!r}")
     if entry.pw_uid == 0:
         unusable(f"user {name!r} is root")
-    if os.geteuid() != 0:
-        unusable("these tests drive the user with runuser and must run as root")
-    if not shutil.which("runuser"):
+    myself = entry.pw_uid == os.geteuid()
+    if os.geteuid() != 0 and not myself:
+        unusable(f"driving another user ({name}) needs root; run as {name}, or as root")
+    if not myself and not shutil.which("runuser"):
         unusable("runuser is not installed")
     if not os.access(USER_PYTHON, os.X_OK):
         unusable(f"{USER_PYTHON} is missing")
-    sock = f"/run/user/{entry.pw_uid}/podman/podman.sock"
+    sock = (
+        engines.address("podman-rootless").removeprefix("unix://")
+        if myself
+        else f"/run/user/{entry.pw_uid}/podman/podman.sock"
+    )
     if not os.path.exists(sock) or not stat.S_ISSOCK(os.stat(sock).st_mode):
         unusable(f"no rootless Podman socket at {sock}")
+    as_user = [] if myself else ["runuser", "-u", name, "--"]
     version = subprocess.run(
-        ["runuser", "-u", name, "--", USER_PYTHON, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        [*as_user, USER_PYTHON, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
         capture_output=True,
         text=True,
         cwd="/",

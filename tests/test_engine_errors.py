@@ -66,7 +66,7 @@ def test_failed_pull_names_the_image(engine_target: Target) -> None:
     executor = engine_target.executor()
     executor.image = "oci-executor-test/does-not-exist:1"
     with pytest.raises(
-        ImagePullError, match="could not pull image 'oci-executor-test/does-not-exist:1'"
+        ImagePullError, match="^Image 'oci-executor-test/does-not-exist:1' is not in the"
     ) as info:
         executor.run_sync(tasks.add, [1, 2], {}, META)
     message = str(info.value)

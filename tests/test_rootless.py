@@ -534,10 +534,12 @@ def test_an_inherited_runtime_dir_never_runs_a_task_on_the_host(user: RootlessUs
         )
     finally:
         os.rmdir(foreign)
-    assert "belongs to uid 0, not to you" in facts["problem"]
-    if "error" in facts:
-        assert facts["error"].startswith("EngineUnavailableError: backend='auto': podman is installed"), facts
-        assert "belongs to uid 0, not to you" in facts["error"]
+    assert "belongs to root (uid 0), not to you" in facts["problem"]
+    if "error" in facts:  # the cause first, then what auto did
+        assert facts["error"].startswith(
+            f"EngineUnavailableError: XDG_RUNTIME_DIR={foreign} belongs to root"
+        ), facts
+        assert "(backend='auto' chose podman" in facts["error"]
     else:
         assert facts["in_container"] is True, "auto ran the task on the host"
 

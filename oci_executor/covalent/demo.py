@@ -15,6 +15,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 
+from oci_executor import hostimage
 from oci_executor.backend import BackendConfig
 from oci_executor.errors import OCIExecutorError
 from oci_executor.registry import default_registry
@@ -61,7 +62,8 @@ def covalent_server(timeout: float = 60.0) -> Iterator[str]:
 
 
 def pick_backend(images: list[str]) -> tuple[str, str]:
-    """The first of podman, docker that answers and has (or can pull) one of ``images``; else local."""
+    """The first of podman, docker that answers and has (or can pull) one of ``images``, else
+    one it can build the host-Python image into (no registry needed); else local."""
     registry = default_registry()
     for name in registry.auto_order():
         if name == "local":
@@ -76,8 +78,15 @@ def pick_backend(images: list[str]) -> tuple[str, str]:
                     backend.ensure_image(image)  # type: ignore[attr-defined]
                     return name, image
                 except OCIExecutorError as exc:
-                    reason = str(exc).splitlines()[0][:140]
-                    print(f"  {name}: cannot use image {image!r}: {reason}", file=sys.stderr)
+                    print(f"  {name}: cannot use image {image!r}: {exc}", file=sys.stderr)
+            print(
+                f"  {name}: building {hostimage.host_image_name()} from this host's Python ...",
+                file=sys.stderr,
+            )
+            try:
+                return name, hostimage.build(backend)
+            except OCIExecutorError as exc:
+                print(f"  {name}: could not build an image from this host's Python: {exc}", file=sys.stderr)
         finally:
             backend.close()
     return "local", images[0]

@@ -23,6 +23,7 @@ from oci_executor.doctor.config import (
     read_covalent_config,
 )
 from oci_executor.doctor.engine import diagnose_backend
+from oci_executor.doctor.quiet import quiet_unused
 from oci_executor.errors import ConfigurationError
 from oci_executor.findings import Finding, Status
 from oci_executor.registry import AUTO, default_registry
@@ -85,7 +86,7 @@ def diagnose(
             ssh_identity=values["ssh_identity"] or None,
         )
         findings += diagnose_backend(registry.get(name)(backend_config), image, {**values, "image": image})
-    return findings
+    return quiet_unused(findings, values["backend"], backend)
 
 
 def exit_code(findings: Sequence[Finding], config_backend: str) -> int:

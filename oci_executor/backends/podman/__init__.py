@@ -15,6 +15,7 @@ connection's identity, else ``CONTAINER_SSHKEY``. See docs/remote.md.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -33,9 +34,12 @@ from oci_executor.backends.podman.pull import make_workdir, pull
 from oci_executor.backends.podman.rootless import (  # noqa: F401 - re-exported: this backend's public helpers
     ROOTFUL_SOCKET,
     VFS_WARNING,
+    cli_has_image,
+    container_host_error,
     default_address,
     rootless_candidates,
     rootless_socket,
+    runtime_dir_error,
     runtime_dir_problem,
 )
 from oci_executor.backends.podman.service import SERVICE_IDLE_SECONDS, TransientService  # noqa: F401
@@ -86,9 +90,13 @@ class PodmanBackend(PodmanDiagnosis):
         "queue_timeout": "unused (no queue)",
     }
     start_hint = (
-        "Start the Podman service (`podman system service --time=0 &` as your user for rootless, "
-        "`systemctl --user start podman.socket`, or `sudo systemctl start podman.socket`), or point "
-        "CONTAINER_HOST or the executor's 'address' option at a running service. With the podman "
+        "Start the Podman service (`podman system service --time=0 &` as your user for rootless"
+        + (
+            ", `systemctl --user start podman.socket`, or `sudo systemctl start podman.socket`"
+            if os.path.isdir("/run/systemd/system")  # no systemd here: no systemctl advice
+            else ""
+        )
+        + "), or point the executor's 'address' option at a running service. With the podman "
         "binary installed and no address set, oci-executor starts a transient service itself."
     )
     cli = "podman"
@@ -139,7 +147,14 @@ class PodmanBackend(PodmanDiagnosis):
 
     # -- connection, with a transient service as the fallback --------------------------
 
+    def _local_default(self) -> bool:
+        """Whether the address is this user's own default (no address option, no CONTAINER_HOST)."""
+        return not self.config.address and not os.environ.get("CONTAINER_HOST")
+
     def _connect(self) -> Any:
+        problem = runtime_dir_error() if self._local_default() else None
+        if problem:  # Podman itself cannot work with it: say so before anything fails obscurely
+            raise EngineUnavailableError(problem, address=self.address())
         client = podman.PodmanClient(base_url=self.endpoint(), timeout=CONNECT_TIMEOUT)
         if self.config.address or os.environ.get("CONTAINER_HOST") or not shutil.which("podman"):
             return client
@@ -157,15 +172,14 @@ class PodmanBackend(PodmanDiagnosis):
         client.api.head("/_ping", timeout=timeout).raise_for_status()
 
     def client(self) -> Any:
-        # A transient service exits after SERVICE_IDLE_SECONDS without clients: start anew.
-        if self._service.exited():
-            with self._lock:
-                stale, self._client = self._client, None
-            if stale is not None:
-                stale.close()
-            self._service.stop()
-            self._info = None
+        # A transient service exits after SERVICE_IDLE_SECONDS without clients, and keeps the
+        # store it opened: start anew after either.
+        if self._service.exited() or self._service.store_changed():
+            self._restart_service()
         client = super().client()
+        if self._service.running and not self._service.graph_root:
+            with contextlib.suppress(Exception):  # no info, no watch: the service still works
+                self._service.watch(str(dict(client.info()).get("store", {}).get("graphRoot", "")))
         if self._storage_checked is False:
             self._storage_checked = True
             self._warn_about_vfs()
@@ -184,6 +198,24 @@ class PodmanBackend(PodmanDiagnosis):
         _vfs_warned.add(root)
         log.warning(VFS_WARNING, root)
 
+    def _restart_service(self) -> None:
+        """Drop the client and the transient service; the next call starts a fresh one."""
+        with self._lock:
+            stale, self._client = self._client, None
+        if stale is not None:
+            stale.close()
+        self._service.stop()
+        self._info = None
+
+    def _find_image(self, client: Any, image: str) -> Any | None:
+        found = super()._find_image(client, image)
+        if found is None and self._service.running and cli_has_image(image):
+            # The podman command sees it and our service does not: a stale store. Reopen it.
+            log.info("the transient Podman service did not see image %s: restarting it", image)
+            self._restart_service()
+            found = super()._find_image(self.client(), image)
+        return found
+
     @property
     def transient_service(self) -> bool:
         """Whether this backend started its own Podman service."""
@@ -199,11 +231,13 @@ class PodmanBackend(PodmanDiagnosis):
         return bool(shutil.which("podman")) or os.path.exists(self.address().split("://", 1)[-1])
 
     def unavailable(self, detail: str) -> EngineUnavailableError:
-        error = super().unavailable(detail)
-        problem = runtime_dir_problem() if not self.config.address and self.remote() is None else None
-        if problem and "does not answer" in str(error):
-            return EngineUnavailableError(f"{error} Also: {problem}", address=error.address)
-        return error
+        host = os.environ.get("CONTAINER_HOST", "")
+        if host and not self.config.address and self.remote() is None:
+            return EngineUnavailableError(container_host_error(host, detail), address=host)
+        problem = runtime_dir_error() if self._local_default() else None
+        if problem:  # the cause first; what Podman said after it
+            return EngineUnavailableError(f"{problem} (Podman: {detail})", address=self.address())
+        return super().unavailable(detail)
 
     # -- what the service says ---------------------------------------------------------
 
@@ -227,8 +261,13 @@ class PodmanBackend(PodmanDiagnosis):
         return engine_facts(self.info(), self.engine, self.address(), self.transient_service)
 
     def store(self) -> str:
-        if self._service.running:  # a throwaway socket means nothing to the user
-            return "rootless Podman image store of this user" if self.rootless() else "Podman image store"
+        # A user's own store is named as the docs name it; a throwaway socket means nothing to them.
+        if self.remote() is None and (self._service.running or os.geteuid() != 0):
+            with contextlib.suppress(OCIExecutorError):
+                if self.rootless() and os.geteuid() != 0:
+                    return "rootless Podman image store of this user"
+            if self._service.running:
+                return "Podman image store"
         return super().store()
 
     def unsupported(self, spec: ContainerSpec) -> list[str]:

@@ -8,12 +8,14 @@ import shutil
 import stat
 
 from oci_executor.backend import ContainerSpec, EngineFacts
-from oci_executor.backends.podman.rootless import default_address, runtime_dir_problem
+from oci_executor.backends.podman.rootless import default_address, runtime_dir_error, runtime_dir_problem
 from oci_executor.backends.shared.engine import EngineBackend
 from oci_executor.backends.shared.hostchecks import can_use, owner_of, socket_path, user_name
 from oci_executor.findings import Finding
 
 TUN = "/dev/net/tun"
+UNSET_RUNTIME_DIR = "unset XDG_RUNTIME_DIR"
+"""The fix for an unusable XDG_RUNTIME_DIR: Podman then uses /run/user/UID or /tmp/podman-run-UID."""
 
 
 class PodmanDiagnosis(EngineBackend):
@@ -23,6 +25,10 @@ class PodmanDiagnosis(EngineBackend):
     subid_reload = "podman system migrate"
 
     def start_command(self) -> str:
+        if not self.config.address and os.environ.get("CONTAINER_HOST"):
+            return "unset CONTAINER_HOST"  # then the user's own socket, or a transient service
+        if not self.config.address and runtime_dir_error():
+            return UNSET_RUNTIME_DIR
         address = self.address()
         if self.expect_rootless():
             return f"podman system service --time=0 {address} & (as the rootless user; or: systemctl --user start podman.socket)"
@@ -51,7 +57,15 @@ class PodmanDiagnosis(EngineBackend):
         )
 
     def socket_finding(self, finding: Finding) -> Finding:
-        """No socket is no failure when a transient service stands in."""
+        """No socket is no failure when a transient service stands in; an unusable
+        XDG_RUNTIME_DIR is the runtime-dir finding's (no chmod of another user's folder)."""
+        if finding.status != "ok" and not self.config.address and runtime_dir_error():
+            return Finding(
+                finding.backend,
+                "socket",
+                "skip",
+                "not checked: XDG_RUNTIME_DIR is unusable (see runtime-dir)",
+            )
         if finding.status != "fail" or not self.transient_possible():
             return finding
         instead = "oci-executor starts a transient `podman system service` per process instead"
@@ -96,21 +110,10 @@ def check_runtime_dir(engine_uid: int, address: str) -> Finding:
         folder, owner_uid = os.path.dirname(os.path.dirname(path)), engine_uid
     else:
         problem = runtime_dir_problem()
-        if problem:
-            unset = not os.environ.get("XDG_RUNTIME_DIR")
-            return Finding(
-                "podman",
-                "runtime-dir",
-                "warn" if unset else "fail",
-                problem.split(". ")[0],
-                f"export XDG_RUNTIME_DIR=/run/user/{uid}"
-                + (
-                    ""
-                    if os.path.isdir(f"/run/user/{uid}")
-                    else f" (create it: sudo install -d -o $USER -m 700 /run/user/{uid})"
-                )
-                + " in the shell that starts the Covalent server",
-            )
+        if problem and not os.environ.get("XDG_RUNTIME_DIR"):  # unset works: Podman has a fallback
+            return Finding("podman", "runtime-dir", "ok", problem.split(". ")[0] + " (that works)")
+        if problem:  # set, but missing or another user's: unsetting it needs no root
+            return Finding("podman", "runtime-dir", "fail", problem.split(". ")[0], UNSET_RUNTIME_DIR)
         folder, owner_uid = os.environ["XDG_RUNTIME_DIR"], uid
     try:
         info = os.stat(folder)

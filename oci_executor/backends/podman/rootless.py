@@ -8,6 +8,9 @@ with its fix, and :data:`VFS_WARNING` explains the vfs storage driver.
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
+import subprocess
 
 from oci_executor.backends.shared.engine.diagnosis import VFS_MEASURED
 
@@ -92,14 +95,71 @@ def runtime_dir_problem() -> str | None:
         owner = os.stat(runtime_dir).st_uid
     except FileNotFoundError:
         return (
-            f"XDG_RUNTIME_DIR={runtime_dir} does not exist. A user cannot create it under /run/user: "
-            f"root does (`sudo install -d -o $USER -m 700 {runtime_dir}`), or logind at login "
-            f"(`sudo loginctl enable-linger $USER`); or unset XDG_RUNTIME_DIR to use /tmp/podman-run-{uid}."
+            f"XDG_RUNTIME_DIR={runtime_dir} does not exist, and rootless Podman keeps its runtime files "
+            f"there. Fix: `{RESTART_UNSET}` in the shell that runs the Covalent server (Podman then uses "
+            f"{_fallback(uid)}); or have root create the folder: `sudo install -d -o {_name(uid)} -m 700 "
+            f"{runtime_dir}`."
         )
     if owner != uid:
         return (
-            f"XDG_RUNTIME_DIR={runtime_dir} belongs to uid {owner}, not to you (uid {uid}): it was inherited "
-            f"from another user (su and sudo keep it). Set it to your own (`export XDG_RUNTIME_DIR={own}`) "
-            "or unset it, then restart the Covalent server from that shell."
+            f"XDG_RUNTIME_DIR={runtime_dir} belongs to {_name(owner)} (uid {owner}), not to you (uid {uid}): "
+            f"it was inherited through su or sudo, and rootless Podman cannot use it. Fix: `{RESTART_UNSET}` "
+            f"in the shell that runs the Covalent server (Podman then uses {_fallback(uid)})."
         )
     return None
+
+
+RESTART_UNSET = "unset XDG_RUNTIME_DIR; covalent stop; covalent start --no-cluster"
+"""The fix for an unusable ``XDG_RUNTIME_DIR``, as one line to paste (no root needed)."""
+
+
+def runtime_dir_error() -> str | None:
+    """:func:`runtime_dir_problem` when ``XDG_RUNTIME_DIR`` stops rootless Podman (set, but
+    missing or another user's), cause first; None when it is fine or merely unset."""
+    if os.geteuid() == 0 or not os.environ.get("XDG_RUNTIME_DIR"):
+        return None
+    return runtime_dir_problem()
+
+
+def _fallback(uid: int) -> str:
+    """Where Podman keeps a user's runtime files with ``XDG_RUNTIME_DIR`` unset."""
+    own = f"/run/user/{uid}"
+    return own if _owned(own, uid) else f"/tmp/podman-run-{uid}"
+
+
+def _name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def container_host_error(host: str, detail: str) -> str:
+    """``CONTAINER_HOST`` names a local address where no Podman answers: the cause, then a fix
+    a user can paste (unsetting it brings back the socket discovery and the transient service)."""
+    path = host.split("://", 1)[-1]
+    if host.startswith("unix://") and not os.path.exists(path):
+        why = f"there is no socket at {path}"
+    elif "refused" in detail.lower():
+        why = "the connection was refused"
+    else:
+        why = detail
+    return (
+        f"CONTAINER_HOST={host}: no Podman answers there ({why}). Fix: `unset CONTAINER_HOST; covalent "
+        "stop; covalent start --no-cluster` in the shell that runs the Covalent server: oci-executor "
+        "then uses your own Podman socket, or starts a transient Podman service itself. Or start a "
+        f"service at that address: `podman system service --time=0 {host} &`."
+    )
+
+
+def cli_has_image(image: str) -> bool:
+    """Whether the ``podman`` command (which opens the store afresh) has ``image``."""
+    if not shutil.which("podman"):
+        return False
+    try:
+        done = subprocess.run(
+            ["podman", "image", "exists", image], capture_output=True, timeout=30, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0

@@ -2,7 +2,9 @@
 
 One per backend instance (and the executor shares one instance per process); it exits by
 itself after :data:`SERVICE_IDLE_SECONDS` without clients (so one left behind by a killed
-executor goes), is started again on demand, and is stopped with the backend.
+executor goes), is started again on demand, and is stopped with the backend. A service keeps
+the store it opened: when that store changes under it (``podman system reset``, a new
+storage.conf) the backend restarts it (:meth:`TransientService.store_changed`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,19 @@ class TransientService:
     def __init__(self) -> None:
         self.process: subprocess.Popen[bytes] | None = None
         self.folder: str | None = None
+        self.graph_root = ""
+        """The store it serves (from its info), and what that store looked like then."""
+        self.fingerprint: tuple[object, ...] = ()
+
+    def watch(self, graph_root: str) -> None:
+        """Remember the store the service opened, to notice when it changes under it."""
+        self.graph_root = graph_root
+        self.fingerprint = store_fingerprint(graph_root)
+
+    def store_changed(self) -> bool:
+        """Whether the store changed since the service opened it (``podman system reset``, a
+        new storage.conf): the service would keep serving the old one until it exits."""
+        return bool(self.fingerprint) and store_fingerprint(self.graph_root) != self.fingerprint
 
     @property
     def address(self) -> str:
@@ -80,6 +95,26 @@ class TransientService:
         if self.folder:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
+        self.graph_root, self.fingerprint = "", ()
+
+
+def store_fingerprint(graph_root: str) -> tuple[object, ...]:
+    """A few stats that ``podman system reset`` or a storage.conf edit change: the graph root's
+    identity and the storage.conf files' modification times (cheap enough to check per task)."""
+    config_home = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    marks: list[object] = []
+    for path in (
+        graph_root,
+        f"{graph_root}/libpod",
+        f"{config_home}/containers/storage.conf",
+        "/etc/containers/storage.conf",
+    ):
+        try:
+            info = os.stat(path)
+            marks.append((info.st_ino, info.st_dev, info.st_mtime_ns if path.endswith(".conf") else 0))
+        except OSError:
+            marks.append(None)
+    return tuple(marks)
 
 
 def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:

@@ -11,6 +11,7 @@ import stat
 
 from oci_executor.findings import Finding
 
+ROOT_EQUIVALENT = {"docker": "the docker group is root-equivalent: anyone in it can become root on this host"}
 SUBID_FIX = "sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user} && {reload}"
 
 
@@ -132,6 +133,8 @@ def _denied(backend: str, path: str, own_engine: str) -> Finding:
         )
     else:
         fix = f"sudo usermod -aG {group} {me}, then log in again (or `newgrp {group}`)"
+        if group in ROOT_EQUIVALENT:
+            fix += f" (warning: {ROOT_EQUIVALENT[group]})"
     if own_engine:
         fix += f"; or {own_engine}"
     return Finding(backend, "socket", "fail", message, fix)

@@ -2,20 +2,22 @@
 
 Slurm decides where a task runs; Podman runs it. The verbs map onto a job:
 
-- ``create``: ``sbatch`` a holder script (:data:`_slurm.HOLDER`), wait until it runs, check
-  the image on its node, then start the container as a step of the job: ``srun --jobid J
-  --overlap podman run -i --rm ... python3 -c BOOTSTRAP``. That step's stdin and stdout are
-  the runner's channel, as the local backend's subprocess pipes are. The handle (the
-  container's id, name and hostname) is ``oci-slurm-<job id>-<node>``.
+- ``create``: one ``srun`` asks for the job and runs its one step, :data:`.scripts.START`
+  (:mod:`.alloc`): the step says where it runs, checks the node and the image, and execs
+  ``podman run -i --rm ... python3 -c BOOTSTRAP``. That step's stdin and stdout are the
+  runner's channel, as the local backend's subprocess pipes are. The handle (the container's
+  id, name and hostname) is ``oci-slurm-<job id>-<node>``.
 - ``exec``, ``copy_in``, ``copy_out``: ``srun --jobid J --overlap podman exec/cp``, streaming.
 - ``stop``/``remove``: ``podman rm -f -t 0`` on the node, ``scancel``, and wait until the job
   has ended.
 
-Nothing outlives its driver: the driver's death closes the step's stdin, so the runner ends
-and Podman removes the container; the holder ends when the container has ended (or was never
-started within ``idle_timeout``); its trap removes the container on ``scancel`` and at the
-job's time limit; and a new backend cancels the jobs of dead drivers on this host, while each
-new job removes containers on its node whose job is gone.
+Nothing outlives its driver: the driver's death closes the step's stdin, so the runner ends,
+Podman removes the container and the job ends with its step; the step's trap removes the
+container on ``scancel`` and at the job's time limit; a step whose ``srun`` was killed ends
+its job when the runner ends (``idle_timeout``); a new backend cancels the jobs of dead
+drivers on this host, and each new job removes containers on its node whose job is gone.
+``oci-executor ls`` lists the jobs (:mod:`.listing`), ``gc`` cancels those of dead drivers, and
+the doctor checks the cluster (:mod:`.diagnosis`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import dataclasses
 import logging
 import os
 import subprocess
-import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 
@@ -35,12 +36,14 @@ from oci_executor.backend import (
     Container,
     ContainerSpec,
     ExecResult,
+    ManagedContainer,
 )
 from oci_executor.backends.shared.archive import make_tar, read_tar
 from oci_executor.backends.shared.intent import container_intent
 from oci_executor.backends.shared.runargs import run_args
+from oci_executor.backends.slurm import alloc, diagnosis, listing
 from oci_executor.backends.slurm import cli as s
-from oci_executor.backends.slurm.jobs import end_job, job_state, submit, wait_running
+from oci_executor.backends.slurm.jobs import end_job, job_state
 from oci_executor.backends.slurm.options import NOTES, OPTIONS
 from oci_executor.backends.slurm.steps import GONE_TIMEOUT, StepChannel, parse_handle
 from oci_executor.channel import Channel
@@ -51,14 +54,20 @@ from oci_executor.errors import (
     EngineUnavailableError,
     OCIExecutorError,
 )
+from oci_executor.findings import Finding
 from oci_executor.hookspecs import hookimpl
-from oci_executor.owner import owner_state
+from oci_executor.owner import owner_state, this_owner
 from oci_executor.registry import BackendRegistry
 
 log = logging.getLogger(__name__)
 
 SCRATCH_DIR = "/tmp/oci-executor"
 NODE_ENV = ("SLURMD_NODENAME", "SLURM_JOB_ID")
+OOM_KILLS = r"""
+d=$(sed -n 's/^[0-9]*:memory://p' /proc/self/cgroup); d=/sys/fs/cgroup/memory${d%/step_*}
+[ -d "$d" ] && find "$d" -name memory.oom_control -exec sed -n 's/^oom_kill //p' {} + | awk '{n += $1} END {print n + 0}'
+"""
+"""A step printing how many processes the kernel's OOM killer killed in the job's memory cgroup."""
 JOB_TIME_MARGIN = 60.0
 """Seconds a job lives beyond a task's ``time_limit`` (start-up and clean-up)."""
 
@@ -108,21 +117,37 @@ class SlurmBackend(Backend):
             )
         return spec
 
-    # -- create: submit, wait for a node, check the image, start the container ----------
+    # -- create: one srun makes the job and starts the container ---------------------------
 
     def create(self, spec: ContainerSpec) -> Container:
+        """One ``srun`` makes the job and runs its start step (:mod:`.alloc`); it returns once
+        the step runs on a node. The node's checks and the image come next, on the channel."""
         if not spec.command:
             raise ConfigurationError("a container needs a main process (ContainerSpec.command)")
         if not s.installed():
             raise EngineUnavailableError(s.not_installed())
-        job_id = submit(self.cli, spec)
-        try:
-            node = wait_running(self.cli, job_id, spec)
-            container_id = f"{s.CONTAINER_PREFIX}{job_id}-{node}"
-            self._start(container_id, job_id, spec)
-        except BaseException:
-            end_job(self.cli, job_id)
-            raise
+        run = [
+            "run",
+            "--interactive",
+            "--rm",
+            "--name=@NAME@",
+            "--hostname=@NAME@",
+            "--pull=never",
+            f"--label={s.JOB_LABEL}=@JOB@",
+            f"--label={s.NODE_LABEL}=@NODE@",
+            *[f"--env={name}" for name in NODE_ENV],  # the task can tell its node and job
+            # cpus and memory are the job's (srun -c, --mem): Slurm enforces them on the node
+            *run_args(container_intent(spec, rootless=True), limits=False),
+            spec.image,
+            *spec.command,
+        ]
+        script = s.NODE_CHECKS + s.START
+        owner = listing.comment(this_owner(), spec.labels)
+        started = alloc.start(self.cli, spec, owner, script, [spec.image, self.config.pull_policy, *run])
+        container_id = f"{s.CONTAINER_PREFIX}{started.job_id}-{started.node}"
+        with self._lock:
+            self._steps[container_id] = started.process
+            self._stderr[container_id] = started.stderr_fd
         return Container(
             id=container_id,
             backend=self.name,
@@ -132,48 +157,6 @@ class SlurmBackend(Backend):
             python=spec.python,
             address=self.config.address or "",
         )
-
-    def _start(self, container_id: str, job_id: str, spec: ContainerSpec) -> None:
-        """Start the container as a step of the job; its stdin/stdout become the channel."""
-        node = parse_handle(container_id)[1]
-        run = [
-            "run",
-            "--interactive",
-            "--rm",
-            f"--name={container_id}",
-            f"--hostname={container_id}",
-            "--pull=never",
-            f"--label={s.JOB_LABEL}={job_id}",
-            f"--label={s.NODE_LABEL}={node}",
-            *[f"--env={name}" for name in NODE_ENV],  # the task can tell its node and job
-            # cpus and memory are the job's (sbatch -c, --mem): Slurm enforces them on the node
-            *run_args(container_intent(spec, rootless=True), limits=False),
-            spec.image,
-            *spec.command,
-        ]
-        run.insert(run.index(spec.image), "@PIDFILE@")  # the conmon pid file the holder watches
-        handle, stderr_path = tempfile.mkstemp(prefix=f"oci-executor-{container_id}-", suffix=".stderr")
-        os.unlink(stderr_path)
-        try:
-            argv = self.cli.srun(
-                job_id, f"NAME={container_id}\n{s.START}", [spec.image, self.config.pull_policy, *run]
-            )
-            process = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=handle,
-                env=self.cli.env(),
-                cwd="/",
-                bufsize=0,
-                start_new_session=True,  # a Ctrl-C of the driver is not the step's to see
-            )
-        except FileNotFoundError:
-            os.close(handle)
-            raise EngineUnavailableError(s.not_installed()) from None
-        with self._lock:
-            self._steps[container_id] = process
-            self._stderr[container_id] = handle
 
     # -- the verbs on a running container ------------------------------------------------
 
@@ -186,12 +169,14 @@ class SlurmBackend(Backend):
         return StepChannel(process, f"/proc/self/fd/{handle}", container)
 
     def _step(
-        self, container: Container, podman_args: Sequence[str], stdin: bytes | None = None
+        self,
+        container: Container,
+        podman_args: Sequence[str],
+        stdin: bytes | None = None,
+        script: str = 'exec podman "$@"',
     ) -> subprocess.CompletedProcess[bytes]:
         job_id, node = parse_handle(container.id)
-        result = self.cli.run(
-            self.cli.srun(job_id, 'exec podman "$@"', podman_args), stdin=stdin, timeout=3600
-        )
+        result = self.cli.run(self.cli.srun(job_id, script, podman_args), stdin=stdin, timeout=3600)
         if result.returncode != 0:
             err = s.decode(result.stderr)
             mapped = s.node_error(err, result.returncode, container.image, node)
@@ -285,7 +270,7 @@ class SlurmBackend(Backend):
         swept = []
         for line in s.decode(result.stdout).splitlines():
             job_id, _, comment = line.partition("|")
-            if owner_state(comment.rpartition("owner=")[2]) != "gone":
+            if owner_state(listing.comment_fields(comment).get("owner")) != "gone":
                 continue  # its driver lives, or runs on another host: the job's limits end it
             try:
                 end_job(self.cli, job_id.strip())
@@ -293,6 +278,33 @@ class SlurmBackend(Backend):
             except OCIExecutorError as exc:
                 log.debug("could not sweep Slurm job %s: %s", job_id, exc)
         return swept
+
+    # -- what ls, gc and the doctor see --------------------------------------------------
+
+    def managed(self) -> list[ManagedContainer]:
+        """Our jobs in the queue, each as the container it holds (none where Slurm is not installed)."""
+        return listing.listed(self.cli) if s.installed() else []
+
+    def remove_managed(self, container_id: str) -> None:
+        """Remove the job's container and cancel the job (a pending one is only cancelled)."""
+        try:
+            parse_handle(container_id)
+        except ContainerNotFoundError:  # a pending job: no node, no container yet
+            end_job(self.cli, container_id.removeprefix(s.CONTAINER_PREFIX))
+            return
+        self.stop(Container(container_id, self.name, "", "", SCRATCH_DIR, ""))
+
+    def diagnose(self, spec: ContainerSpec, pull_policy: str) -> list[Finding]:
+        return diagnosis.diagnose(self, spec, pull_policy)
+
+    def oom_killed(self, container: Container) -> bool:
+        """Whether the kernel killed a process of the job at its memory limit: the job's memory
+        cgroup counts it (Slurm's task/cgroup; False where Slurm makes no memory cgroup)."""
+        try:
+            result = self._step(container, [], script=OOM_KILLS)
+        except OCIExecutorError:
+            return False
+        return s.decode(result.stdout).strip() not in ("", "0")
 
     def close(self) -> None:
         with self._lock:

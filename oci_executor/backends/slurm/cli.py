@@ -1,7 +1,7 @@
 """The Slurm command line, and Slurm's messages mapped to our errors.
 
-The backend talks to Slurm only through its command line tools (``sbatch --parsable``,
-``squeue``, ``srun``, ``scancel``): they are the stable interface across Slurm versions.
+The backend talks to Slurm only through its command line tools (``srun``, ``squeue``,
+``scancel``, ``sinfo``): they are the stable interface across Slurm versions.
 Every step on a node starts with :data:`NODE_PRELUDE`, which fixes one runtime folder for
 rootless Podman (the submit side's ``XDG_RUNTIME_DIR`` means nothing on a node) and checks
 that Podman is there.
@@ -22,15 +22,16 @@ from oci_executor.backends.slurm.options import slurm_options
 from oci_executor.backends.slurm.scripts import (  # noqa: F401 - re-exported: what the backend reads
     ACTIVE_STATES,
     CONTAINER_PREFIX,
-    HOLDER,
     JOB_LABEL,
     JOB_NAME,
     NO_IMAGE_EXIT,
     NO_PODMAN_EXIT,
+    NODE_CHECKS,
     NODE_ERROR,
     NODE_LABEL,
     NODE_PRELUDE,
     PULL_EXIT,
+    READY,
     RUNTIME_DIR_EXIT,
     START,
 )
@@ -71,7 +72,7 @@ class Cli:
         if user and os.geteuid() != 0:
             raise ConfigurationError(
                 f"address={address!r} names a user ({user}) to run jobs as: only root may do that "
-                "(sbatch --uid). Leave the user out: your jobs run as you."
+                "(srun --uid). Leave the user out: your jobs run as you."
             )
         if user:
             try:
@@ -87,7 +88,13 @@ class Cli:
         return env
 
     def as_user(self) -> list[str]:
+        """Options naming the user a step or a test submission runs as (root only)."""
         return [f"--uid={self.user}", f"--gid={pwd.getpwnam(self.user).pw_gid}"] if self.user else []
+
+    def run_as(self) -> list[str]:
+        """The prefix running an allocating ``srun`` as the user: ``srun --uid`` from root
+        cannot read the controller's answer to a request that had to wait."""
+        return ["runuser", "-u", self.user, "--"] if self.user else []
 
     def run(
         self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float = CLI_TIMEOUT
@@ -129,12 +136,12 @@ class Cli:
 
 
 def installed() -> bool:
-    return shutil.which("sbatch") is not None
+    return shutil.which("srun") is not None
 
 
 def not_installed() -> str:
     return (
-        "Slurm's command line tools (sbatch, squeue, srun, scancel) are not installed here. Install them "
+        "Slurm's command line tools (srun, squeue, scancel, sinfo) are not installed here. Install them "
         "(Debian/Ubuntu: `apt-get install slurm-client`, plus the cluster's munge key) on the machine that "
         "runs the Covalent server, and point SLURM_CONF (or the address option) at the cluster's slurm.conf"
     )
@@ -149,27 +156,15 @@ def controller_fix(conf: str | None) -> str:
     )
 
 
-def job_seconds(spec: ContainerSpec) -> float:
-    """The job's wall time in seconds (its ``--time`` is this in whole minutes)."""
-    return spec.max_lifetime
+def job_minutes(spec: ContainerSpec) -> int:
+    """The job's ``--time`` in whole minutes: the container's ``max_lifetime``."""
+    return max(1, math.ceil(spec.max_lifetime / 60))
 
 
-def sbatch_argv(cli: Cli, spec: ContainerSpec, comment: str) -> list[str]:
-    """``sbatch`` arguments for the job holding one container of ``spec``."""
-    argv = [
-        "sbatch",
-        "--parsable",
-        f"--job-name={JOB_NAME}",
-        f"--comment={comment}",
-        "--nodes=1",
-        "--ntasks=1",
-        "--output=/dev/null",
-        "--chdir=/tmp",
-        f"--time={max(1, math.ceil(job_seconds(spec) / 60))}",
-        f"--export=ALL,START_WAIT={max(5, math.ceil(spec.idle_timeout))}",
-        *cli.as_user(),
-    ]
+def request_args(spec: ContainerSpec) -> list[str]:
+    """The job's request as ``srun``/``sbatch`` options: where, how much, and ``slurm_args``."""
     own = slurm_options(spec)
+    argv = []
     if own.partition:
         argv.append(f"--partition={own.partition}")
     if own.account:
@@ -184,8 +179,7 @@ def sbatch_argv(cli: Cli, spec: ContainerSpec, comment: str) -> list[str]:
         count = len(spec.gpus.device_ids) or spec.gpus.count
         if count > 0:
             argv.append(f"--gpus={count}")
-    argv += list(own.slurm_args)
-    return argv
+    return argv + list(own.slurm_args)
 
 
 def request(spec: ContainerSpec) -> str:
@@ -196,9 +190,14 @@ def request(spec: ContainerSpec) -> str:
     )
 
 
-def sbatch_error(stderr: str, spec: ContainerSpec, cli: Cli) -> OCIExecutorError:
-    """Our error for a refused ``sbatch``, with its fix."""
-    text = " ".join(stderr.split()).replace("sbatch: error: ", "")
+def alloc_error(stderr: str, spec: ContainerSpec, cli: Cli) -> OCIExecutorError:
+    """Our error for a refused allocation (``srun``, ``sbatch --test-only``), with its fix."""
+    text = " ".join(
+        line for line in stderr.splitlines() if "error" in line.lower() or "refused" in line.lower()
+    )
+    text = " ".join((text or stderr).split())
+    for tool in ("srun", "sbatch"):
+        text = text.replace(f"{tool}: error: ", "")
     own = slurm_options(spec)
     lower = text.lower()
     if "invalid partition" in lower:
@@ -217,7 +216,7 @@ def sbatch_error(stderr: str, spec: ContainerSpec, cli: Cli) -> OCIExecutorError
             "lists the ones you may use: set 'qos' to one of them, or leave it empty."
         )
     if any(s in lower for s in ("unable to contact", "socket timed out", "zero bytes were transmitted")):
-        return EngineUnavailableError(f"sbatch failed ({text}): {controller_fix(cli.conf)}.")
+        return EngineUnavailableError(f"Slurm refused the job ({text}): {controller_fix(cli.conf)}.")
     if "requested node configuration is not available" in lower:
         return ConfigurationError(
             f"no node of the partition can meet the job's request ({text}): cpus={spec.cpus or 1}, "
@@ -230,10 +229,8 @@ def sbatch_error(stderr: str, spec: ContainerSpec, cli: Cli) -> OCIExecutorError
             "+ 60 s); lower it below the partition's MaxTime (`sinfo -o '%P %l'`)."
         )
     if "unrecognized option" in lower or "invalid option" in lower or "unknown option" in lower:
-        return ConfigurationError(f"sbatch refused an argument ({text}): check 'slurm_args'.")
-    return BackendError(
-        f"sbatch refused the job: {text}. Check the Slurm options (partition, slurm_args...)."
-    )
+        return ConfigurationError(f"srun refused an argument ({text}): check 'slurm_args'.")
+    return BackendError(f"Slurm refused the job: {text}. Check the Slurm options (partition, slurm_args...).")
 
 
 def node_error(stderr: str, exit_code: int, spec_image: str, node: str) -> OCIExecutorError | None:
@@ -276,6 +273,10 @@ def node_error(stderr: str, exit_code: int, spec_image: str, node: str) -> OCIEx
 
 def decode(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
 
 
 def me() -> str:

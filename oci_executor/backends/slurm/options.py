@@ -11,15 +11,15 @@ from oci_executor.parsing import Option, check_string_list, text
 NAME = "slurm"
 
 OPTIONS: tuple[Option, ...] = (
-    Option("partition", "str", "", text("partition"), "`sbatch -p`; empty: the cluster's default partition"),
-    Option("account", "str", "", text("account"), "`sbatch -A`"),
-    Option("qos", "str", "", text("qos"), "`sbatch --qos`"),
+    Option("partition", "str", "", text("partition"), "`srun -p`; empty: the cluster's default partition"),
+    Option("account", "str", "", text("account"), "`srun -A`"),
+    Option("qos", "str", "", text("qos"), "`srun --qos`"),
     Option(
         "slurm_args",
         "list[str]",
         [],
         lambda v: check_string_list(v, "slurm_args"),
-        'extra `sbatch` arguments, e.g. `["--constraint=avx2"]`',
+        'extra `srun` arguments (of the job allocation), e.g. `["--constraint=avx2"]`',
     ),
 )
 
@@ -31,9 +31,9 @@ NOTES: dict[str, str] = {
     "python": "yes (its version is checked on the node)",
     "packages": "yes, built into the shared folder `OCI_EXECUTOR_ENV_DIR` names (every node mounts it)",
     "max_lifetime": "yes, and the job's `--time` (whole minutes); with a `time_limit`, at most `time_limit` + 60 s",
-    "cpus": "`sbatch -c` (rounded up; Slurm enforces it, not Podman)",
-    "memory": "`sbatch --mem` (MiB, rounded up; Slurm enforces it, not Podman)",
-    "gpus": "`sbatch --gpus` (count), plus Podman's CDI devices",
+    "cpus": "`srun -c` (rounded up; Slurm enforces it, not Podman)",
+    "memory": "`srun --mem` (MiB, rounded up; Slurm enforces it, not Podman)",
+    "gpus": "`srun --gpus` (count), plus Podman's CDI devices",
     "keep_warm": "yes (the job ends with its container)",
     "queue_timeout": "seconds a job may stay pending; then it is cancelled and the error gives squeue's reason",
 }

@@ -1,5 +1,5 @@
-"""The shell run on the nodes: the checks every step starts with, the job script that holds
-one container, and the container's start step. Exit codes and an error prefix carry a node's
+"""The shell run on the nodes: the checks every step starts with, and the job's start step
+(which runs the container on the step's pipes). Exit codes and an error prefix carry a node's
 failed check back to the driver (:func:`oci_executor.backends.slurm.cli.node_error`)."""
 
 from __future__ import annotations
@@ -54,26 +54,16 @@ fi
 NODE_PRELUDE = NODE_CHECKS + "oci_node || exit $?\n"
 """Bash run first by every step: one fixed runtime folder, and Podman there."""
 
-HOLDER = rf"""#!/bin/bash
-# oci-executor: holds the allocation for one container and removes it when the job ends.
+READY = "oci-executor-step-on"
+"""The start step's first line: ``READY <job id> <node>`` (the allocation is made, the step runs)."""
+
+START = rf"""
 NAME={CONTAINER_PREFIX}$SLURM_JOB_ID-$SLURMD_NODENAME
-{NODE_CHECKS}
-if ! oci_node 2>/dev/null; then  # the driver's check of the node reports it; it cancels the job
-  sleep 60 & wait $!
-  exit 1
-fi
-PIDFILE=$XDG_RUNTIME_DIR/$NAME.conmon
-STARTING=$XDG_RUNTIME_DIR/$NAME.starting
-gone() {{ podman rm -f -t 0 "$NAME" >/dev/null 2>&1; rm -f "$PIDFILE" "$STARTING"; }}
-trap 'gone; exit 0' TERM INT HUP
-t=0
-while [ ! -s "$PIDFILE" ]; do  # the driver starts the container (a pull may take a while)
-  if [ "$t" -ge "$START_WAIT" ] && ! kill -0 "$(cat "$STARTING" 2>/dev/null)" 2>/dev/null; then
-    gone; exit 0  # no start step came, or it died: its driver is gone
-  fi
-  sleep 1 & wait $!
-  t=$((t + 1))
-done
+echo "{READY} $SLURM_JOB_ID $SLURMD_NODENAME"
+oci_node || exit $?
+img=$1; policy=$2; shift 2
+gone() {{ podman rm -f -t 0 "$NAME" >/dev/null 2>&1; }}
+trap 'gone; exit 143' TERM INT HUP
 (  # containers of ours on this node whose job ended without its trap (SIGKILL)
   for c in $(podman ps -a --filter label={JOB_LABEL} --filter label={NODE_LABEL}="$SLURMD_NODENAME" \
              --format '{{{{.Names}}}}' 2>/dev/null); do
@@ -84,15 +74,6 @@ done
     podman rm -f -t 0 "$c" >/dev/null 2>&1
   done
 ) </dev/null >/dev/null 2>&1 &
-while kill -0 "$(cat "$PIDFILE" 2>/dev/null)" 2>/dev/null; do sleep 1 & wait $!; done
-gone
-"""
-"""The job script: waits for the container, ends when it ends; its trap removes it on scancel
-and at the time limit."""
-
-START = rf"""
-echo $$ >"$XDG_RUNTIME_DIR/$NAME.starting"
-img=$1; policy=$2; shift 2
 if [ "$policy" = always ] || ! podman image exists "$img"; then
   if [ "$policy" = never ]; then
     echo "{NODE_ERROR} image $img is not in the rootless image store of uid $u on node $h" >&2
@@ -104,12 +85,23 @@ if [ "$policy" = always ] || ! podman image exists "$img"; then
   }}
 fi
 args=()
-for a in "$@"; do
-  [ "$a" = @PIDFILE@ ] && a=--conmon-pidfile=$XDG_RUNTIME_DIR/$NAME.conmon
+for a in "$@"; do  # the job and node are known here only
+  case $a in
+    *=@NAME@) a=${{a%@NAME@}}$NAME ;;
+    *=@JOB@) a=${{a%@JOB@}}$SLURM_JOB_ID ;;
+    *=@NODE@) a=${{a%@NODE@}}$SLURMD_NODENAME ;;
+  esac
   args+=("$a")
 done
-exec podman "${{args[@]}}"
+exec 3<&0  # a background job's stdin would be /dev/null: give podman the step's own
+podman "${{args[@]}}" <&3 3<&- &
+wait $!
+code=$?
+scancel --quiet "$SLURM_JOB_ID" >/dev/null 2>&1  # the job ends with its container, even if srun died
+exit $code
 """
-"""The container's start step (after NODE_PRELUDE, with NAME set): the image in the node
-user's store (pulled per the pull policy), then ``podman run``; the holder watches the conmon
-pid file the run writes."""
+"""The job's one step, run by the ``srun`` that makes the allocation (after NODE_CHECKS): it
+says where it runs, checks the node, sweeps the node, has the image (pulled per the pull
+policy), then runs ``podman run -i`` on the step's pipes. Its trap removes the container on
+``scancel`` and at the time limit (Slurm would kill only the podman client; conmon would keep
+the container); when the container ends, so does the job."""

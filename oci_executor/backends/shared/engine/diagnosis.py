@@ -145,7 +145,7 @@ class EngineDiagnosis(ImageStore):
         try:
             found = self.ensure_image(image)  # the doctor's backends never pull
         except ImageNotFoundError:
-            fix = f"{name} pull {image} (or {name} load -i FILE, or {name} build -t {image} ...)"
+            fix = f"{name} pull {image}; with no registry: oci-executor image build {image} --backend {name} (this host's Python), or oci-executor image copy SRC {name}"
             if policy == "never":
                 return Finding(
                     name,

@@ -26,10 +26,9 @@ class ImageStore(EngineConnection):
                 return local
             if policy == "never":
                 raise ImageNotFoundError(
-                    f"image {image!r} is not in the {self.store()} and pull_policy='never'. "
-                    f"`{self.name} images` lists what it holds; build or load the image there "
-                    f"(`{self.name} build`, `{self.name} load`, `{self.name} pull {image}`), "
-                    "or use pull_policy='missing'.",
+                    f"Image {image!r} is not in the {self.store()} and pull_policy='never'. "
+                    f"`{self.name} images` lists what it holds. Fix: {self._offline_fix(image)}; "
+                    f"or `{self.name} pull {image}`, or use pull_policy='missing'.",
                     address=self.address(),
                     image=image,
                 )
@@ -42,19 +41,14 @@ class ImageStore(EngineConnection):
                 report.finished()
                 return pulled
         except OCIExecutorError as exc:
-            if policy == "always":
-                advice = (
-                    "pull_policy='always' never falls back to a local copy: check the name and your "
-                    "registry access, or use pull_policy='missing' to use the local image"
-                )
-            else:
-                advice = (
-                    f"it is not in the {self.store()} either (`{self.name} images` lists what is): "
-                    f"check the name (a typo?) and your registry access, or build or load it there "
-                    f"(`{self.name} build`, `{self.name} load`)"
-                )
             raise ImagePullError(
-                f"could not pull image {image!r} (pull_policy={policy!r}): {exc}. {advice}.",
+                f"Could not pull image {image!r} (pull_policy='always'): {exc}. With pull_policy='always' "
+                "a local copy is never used: check the name and your registry access, or use "
+                "pull_policy='missing' to use the local image."
+                if policy == "always"
+                else f"Image {image!r} is not in the {self.store()} (`{self.name} images` lists what it holds), "
+                f"and pulling it failed: {exc}. "
+                f"Fix: {self._offline_fix(image)}; or check the name (a typo?) and your registry access.",
                 address=self.address(),
                 image=image,
             ) from exc
@@ -65,6 +59,16 @@ class ImageStore(EngineConnection):
         except OCIExecutorError:
             return None
         return str(found.id) if found is not None else None
+
+    def _offline_fix(self, image: str) -> str:
+        """How to get ``image`` into this store without a registry: build, or copy from another store."""
+        address = f" --address {self.config.address}" if self.config.address else ""
+        to = f" --to-address {self.config.address}" if self.config.address else ""
+        return (
+            f"`oci-executor image build {image} --backend {self.name}{address}` makes it from this host's "
+            f"Python, no registry needed; or copy it from a store that has it: `oci-executor image copy "
+            f"docker:{image} {self.name}{to}` (or `file:ARCHIVE`, written by `{self.name} save`)"
+        )
 
     def _find_image(self, client: Any, image: str) -> Any | None:
         try:
