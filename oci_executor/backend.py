@@ -274,6 +274,11 @@ class Backend(abc.ABC):
         """
         return None
 
+    def image_id(self, image: str) -> str | None:
+        """The ID of ``image`` in the engine's store, or None if absent or unknown (optional;
+        environments use it to find an image's facts without starting a container)."""
+        return None
+
     def diagnose(self, spec: ContainerSpec, pull_policy: str) -> list[Finding]:
         """This backend's findings for ``oci-executor doctor``, each with its fix, in the order a
         user fixes them: its engine, then what ``spec`` needs of it (``spec.image`` is the

@@ -1,5 +1,5 @@
 """The ``oci-executor`` command line: ``demo``, ``doctor``, ``pull``, ``image``, ``ls``, ``gc``,
-and ``logs``, ``trace``, ``report`` (:mod:`oci_executor.cli_observe`).
+``env``, and ``logs``, ``trace``, ``report`` (:mod:`oci_executor.cli_observe`).
 
 ``doctor`` and ``demo`` import their modules only when run, so ``ls`` and ``gc`` work
 without Covalent's import cost.
@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 
 from oci_executor import cli_observe, inventory
 from oci_executor.doctor import add_arguments as doctor_arguments
+from oci_executor.environments import command as env_command
 from oci_executor.errors import OCIExecutorError
 from oci_executor.settings import defaults
 from oci_executor.task import host_python_version
@@ -341,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="DURATION",
                 help="only containers created at least this long ago (90s, 15m, 2h, 1d)",
             )
+    env_command.add_parser(sub, parse_duration, format_age)
     cli_observe.add_commands(sub)
     return parser
 

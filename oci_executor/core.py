@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from oci_executor import secrets, settings
+from oci_executor import environments, secrets, settings
 from oci_executor.backend import Backend, Container
 from oci_executor.errors import ProcessLimitError
 from oci_executor.execute import TaskNotStarted, execute, not_started
@@ -85,6 +85,7 @@ def _run(
     backend = backend or shared_backend(values["backend"], settings.backend_config(values))
     seconds = check_time_limit(time_limit)
     spec = backend.adapt_spec(spec, seconds)
+    spec = environments.apply(backend, spec, payload, values)
     key = pool_key(backend, spec, values["reuse"], dispatch_id)
     limit = values["max_containers"] or os.cpu_count() or 1
     while True:

@@ -22,7 +22,8 @@
     ├── RunnerError                   the runner or the task's process ended without a result
     ├── TaskTimeoutError              the task ran over time_limit (carries what it printed)
     ├── OutOfMemoryError              the kernel killed the task at the memory limit
-    └── ProcessLimitError             a fork or thread was refused at the pids_limit
+    ├── ProcessLimitError             a fork or thread was refused at the pids_limit
+    └── EnvironmentBuildError         declared packages could not be resolved or installed
 
 Backends map their engine's exceptions to these at the boundary, so callers never see a
 ``docker.errors`` or ``podman.errors`` type. Each message names the problem and the fix; the
@@ -199,3 +200,10 @@ class ProcessLimitError(OCIExecutorError):
         super().__init__(message, **fields)  # type: ignore[arg-type]
         self.stdout = stdout
         self.stderr = stderr
+
+
+class EnvironmentBuildError(OCIExecutorError):
+    """A task's declared packages could not be resolved, downloaded or installed.
+
+    The message names the package, the indexes asked and pip's last lines, or where the disk
+    space went."""

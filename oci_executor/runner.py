@@ -105,11 +105,25 @@ def _expire(*_: Any) -> None:
     os._exit(0)
 
 
+def _add_environment(folder: str) -> None:
+    """Put a task environment's folder first on ``sys.path`` (its .pth files processed), so that
+    its packages win over the image's; every task's process inherits it."""
+    if not folder or not os.path.isdir(folder):
+        return
+    import site
+
+    before = list(sys.path)
+    site.addsitedir(folder)
+    added = [p for p in sys.path if p not in before]
+    sys.path[:] = added + before
+
+
 def serve(argv: list[str]) -> None:
     """Serve tasks until stdin closes: ``argv`` is ``[idle_timeout, max_lifetime]``."""
     import cloudpickle  # noqa: F401 - imported once here, inherited by every task's fork
 
     lifetime = float(argv[1]) if len(argv) > 1 else 0.0
+    _add_environment(os.environ.get("OCI_EXECUTOR_SITE", ""))
     signal.signal(signal.SIGTERM, _expire)
     signal.signal(signal.SIGALRM, _expire)
     if lifetime > 0:

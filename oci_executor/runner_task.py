@@ -1,6 +1,10 @@
 """One task inside its child process: Covalent's call_before steps (bash, pip, call), the
 function, the call_after steps, and the result record with the value's pickled bytes.
 
+As Covalent's ``wrapper_fn``, the call_before steps run before the function and its inputs are
+unpickled; a failing step raises :class:`StepFailed` naming the step, its command and its
+last output lines.
+
 Shipped into the container beside the runner (as ``oci_runner_task``); standard library only,
 apart from the shipped cloudpickle. Keep it free of imports from ``oci_executor`` other than
 the protocol.
@@ -26,12 +30,53 @@ except ImportError:  # imported on the host, outside a runner
 RESERVED_RETVAL_KEY_FILES = "files"
 
 
+class StepFailed(Exception):
+    """A DepsBash/DepsPip/DepsCall step failed: says which step, which command, its last lines."""
+
+
+STEP_NAMES = {"bash": "DepsBash", "pip": "DepsPip", "call": "DepsCall"}
+TAIL_LINES = 20
+
+
+def _command(argv: str | list[str], what: str) -> None:
+    """Run a step's command, echoing its output live; raise :class:`StepFailed` with the last lines."""
+    import collections
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    try:
+        process = subprocess.Popen(
+            argv,
+            shell=isinstance(argv, str),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+    except OSError as exc:
+        raise StepFailed(f"{what} could not start: {exc}") from None
+    assert process.stdout is not None
+    for raw in process.stdout:
+        line = raw.decode("utf-8", errors="backslashreplace")
+        sys.stdout.write(line)
+        tail.append(line.rstrip("\n"))
+    status = process.wait()
+    sys.stdout.flush()
+    if status != 0:
+        shown = " ".join(argv) if isinstance(argv, list) else argv
+        last = "\n".join(f"    {line}" for line in tail) or "    (no output)"
+        raise StepFailed(
+            f"{what} failed: command {shown!r} exited with status {status}; its last lines:\n{last}"
+        )
+
+
 def _run_step(
     step: dict[str, Any],
     blobs: list[bytes],
     loads: Callable[[bytes], Any],
     retvals: dict[str, list[Any]],
     files: Any = None,
+    what: str = "step",
 ) -> None:
     kind = step["kind"]
     if kind == "put":  # a host file, staged as it arrived, moved into place now
@@ -40,9 +85,7 @@ def _run_step(
         files.get(step["src"])
     elif kind == "bash":
         for command in step["commands"]:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            subprocess.run(command, shell=True, check=True, stdin=subprocess.DEVNULL)
+            _command(command, what)
     elif kind == "pip":
         argv = [sys.executable, "-m", "pip", "install", "--no-input"]
         if step.get("requirements"):
@@ -52,17 +95,40 @@ def _run_step(
             argv += ["-r", req]
         else:
             argv += list(step["packages"])
-        sys.stdout.flush()
-        sys.stderr.flush()
-        subprocess.run(argv, check=True, stdin=subprocess.DEVNULL)
+        _command(argv, what)
     elif kind == "call":
         function = loads(blobs[step["function"]])
-        value = function(*loads(blobs[step["args"]]), **loads(blobs[step["kwargs"]]))
+        try:
+            value = function(*loads(blobs[step["args"]]), **loads(blobs[step["kwargs"]]))
+        except Exception as exc:
+            name = getattr(function, "__qualname__", type(function).__name__)
+            raise StepFailed(f"{what} ({name}) raised {type(exc).__name__}: {_safe_str(exc)}") from exc
         key = step.get("retval_key")
         if key:
             retvals.setdefault(key, []).append(value)
     else:
         raise ValueError(f"unknown step kind {kind!r}")
+
+
+def _run_steps(
+    phase: str,
+    steps: list[dict[str, Any]],
+    blobs: list[bytes],
+    loads: Callable[[bytes], Any],
+    files: Any,
+    running: list[str],
+) -> dict[str, list[Any]]:
+    """Run a phase's steps in order; each failure names the step (``call_before step 2 of 3: DepsBash``).
+
+    ``running`` holds the label the user declared for the step that runs (a hook or a transfer),
+    so that a failure names it; it is empty again once every step succeeded."""
+    retvals: dict[str, list[Any]] = {}
+    for index, step in enumerate(steps, 1):
+        what = f"{phase} step {index} of {len(steps)} ({STEP_NAMES.get(step['kind'], step['kind'])})"
+        running[:] = [step.get("label", "")]
+        _run_step(step, blobs, loads, retvals, files, what)
+    running[:] = [""]
+    return retvals
 
 
 def _failure(phase: str, exc: BaseException, step: str = "") -> dict[str, Any]:
@@ -139,7 +205,7 @@ def perform_task(
     os.environ.update(header.pop("secrets", None) or {})  # this process and its children only
     limit = header.get("pids_limit")
     files = files or runner_files.TaskFiles()
-    phase, label = "load", ""
+    phase, running = "load", [""]
     try:
         if header.get("modules_digest"):  # modules that travel with the task, first on sys.path
             files.add_modules(header["modules_digest"], {p: blobs[i] for p, i in header["modules"].items()})
@@ -149,28 +215,24 @@ def perform_task(
         import cloudpickle
 
         loads = cloudpickle.loads
-        function = loads(blobs[header["function"]])
+        # As Covalent's wrapper_fn: the steps first, then the inputs and the function are
+        # unpickled (a step may install or create what they import).
+        phase = "call_before"
+        retvals = _run_steps(phase, header["before"], blobs, loads, files, running)
+
+        phase = "load"
         args = [loads(blobs[i]) for i in header["args"]]
         kwargs = {k: loads(blobs[i]) for k, i in header["kwargs"].items()}
-
-        phase = "call_before"
-        retvals: dict[str, list[Any]] = {}
-        for step in header["before"]:
-            label = step.get("label", "")
-            _run_step(step, blobs, loads, retvals, files)
-        label = ""
         for key, values in retvals.items():
             single = len(values) == 1 and key != RESERVED_RETVAL_KEY_FILES
             kwargs[key] = values[0] if single else values
+        function = loads(blobs[header["function"]])
 
         phase = "task"
         output = function(*args, **kwargs)
 
         phase = "call_after"
-        for step in header["after"]:
-            label = step.get("label", "")
-            _run_step(step, blobs, loads, {}, files)
-        label = ""
+        _run_steps(phase, header["after"], blobs, loads, files, running)
 
         phase = "result"
         value = cloudpickle.dumps(output)
@@ -184,7 +246,7 @@ def perform_task(
         if files.outbound:
             record["files"] = files.sizes()
     except BaseException as exc:  # noqa: BLE001 - everything the task raises is reported
-        failure = _failure(phase, exc, label)
+        failure = _failure(phase, exc, running[0])
         if _hit_process_limit(exc, limit):
             failure["limit"] = "pids"
         return failure, b""

@@ -230,6 +230,27 @@ OPTIONS: tuple[Option, ...] = (
         'modules to ship as source with every task whatever the image has, e.g. `["mypkg"]` (a module imported only inside a function is not in the pickle)',
     ),
     Option(
+        "packages",
+        "list[str]",
+        [],
+        lambda v: o.check_string_list(v, "packages"),
+        "packages the task needs, as pip takes them (`[\"numpy==2.1.*\"]`): resolved and downloaded on the host with its pip configuration, installed once per content key into a read-only folder mounted at `/opt/oci-executor/env` (local: named directly, never the host's site-packages) and put first on `sys.path`; merged with the task's `DepsPip` (see docs/environments.md)",
+    ),
+    Option(
+        "requirements",
+        "str",
+        "",
+        o.text("requirements"),
+        "path of a requirements file (package lines only), read on the machine that runs the tasks; merged with `packages`",
+    ),
+    Option(
+        "wheels_only",
+        "bool",
+        True,
+        o.flag("wheels_only"),
+        "install wheels only (a package without a wheel for the image is an error naming it); `false`: pip may build wheels from source distributions on the host",
+    ),
+    Option(
         "queue_timeout",
         "float",
         600.0,

@@ -62,6 +62,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
@@ -892,7 +893,17 @@ def measure_target(target: Target, options: argparse.Namespace, server: bool) ->
     rows += guarded("tracing", lambda: tracing_figure(target, image, max(options.tasks, 200)))
     if target.id == "docker" and target.cli:
         rows += guarded("seed pattern", lambda: seed_figure(target, image, 2))
+    if options.environments:
+        rows += guarded("environments", lambda: environment_rows(target, image, options.tasks))
     return rows
+
+
+def environment_rows(target: Target, image: str, n: int) -> list[Row]:
+    """The environment figures (scripts/bench_environments.py), with this script's helpers."""
+    import bench_environments
+
+    helpers = SimpleNamespace(Row=Row, side_by_side=side_by_side, run_task=run_task)
+    return bench_environments.figures(target, image, n, helpers)
 
 
 def summary_table(rows: Sequence[Row]) -> str:
@@ -984,6 +995,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--soak-server", default="docker", help="backends whose electrons go through the server (docker)"
     )
+    parser.add_argument(
+        "--environments", action="store_true", help="also the environment figures (packages=...)"
+    )
     parser.add_argument("--roundtrip-child", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -1049,6 +1063,13 @@ def run(options: argparse.Namespace) -> int:
             finally:
                 POOL.drain()
     POOL.drain()
+    if options.environments:
+        import bench_environments
+
+        helpers = SimpleNamespace(Row=Row, side_by_side=side_by_side, run_task=run_task)
+        print("\nfirst build of an environment")
+        rows += guarded("first build", lambda: bench_environments.first_build(helpers))
+        print(f"  {bench_environments.disk_line()}")
     table = summary_table(rows)
     print("\nSummary (medians; ratio = ours / floor, measured side by side in this run)\n")
     print(table)
@@ -1117,10 +1138,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(roundtrip_child(json.loads(options.roundtrip_child))))
         return 0
     home = isolate_covalent_home()
+    # Environments in a store every engine's user can read (rootless Podman mounts as its user).
+    envs = tempfile.mkdtemp(prefix="oci-bench-envs-", dir="/tmp")
+    os.chmod(envs, 0o755)
+    os.environ["OCI_EXECUTOR_ENV_DIR"] = envs
     try:
         return run(options)
     finally:
         shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(envs, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -145,3 +145,27 @@ def fork_until_refused(ceiling: int, hold: float = 60.0) -> int:
             os._exit(0)
         children += 1
     return children
+
+
+def write_module(name: str, source: str) -> str:
+    """A DepsCall step: write module ``name`` into a fresh folder and put it on ``sys.path``."""
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="oci-deps-call-")
+    with open(os.path.join(folder, f"{name}.py"), "w", encoding="utf-8") as handle:
+        handle.write(source)
+    sys.path.insert(0, folder)
+    return folder
+
+
+def uses_packages() -> str:
+    """Imports the test index's packages (see tests/test_environments.py)."""
+    import ocitest_alpha  # type: ignore[import-not-found]
+    import ocitest_beta  # type: ignore[import-not-found]
+
+    folder = os.path.dirname(os.path.dirname(ocitest_alpha.__file__))
+    return f"{ocitest_alpha.VALUE}|{ocitest_beta.VALUE}|{folder}"
+
+
+def plain() -> str:
+    return "plain"

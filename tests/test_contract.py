@@ -6,6 +6,7 @@ import functools
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -113,6 +114,48 @@ def test_call_before_and_call_after(target: Target) -> None:
     assert outcome.load_value() == "written-by-deps-bash|from-deps-call"
     assert "call_before ran" in outcome.stdout
     assert "call_after ran" in outcome.stdout
+
+
+def test_call_before_runs_before_the_function_is_unpickled(
+    target: Target, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As Covalent's wrapper_fn: a DepsCall can create a module the function imports at load."""
+    import importlib
+    import sys
+
+    from covalent import DepsCall
+
+    name = f"oci_made_by_deps_call_{os.getpid()}"
+    source = "ANSWER = 42\n"
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)  # forgotten again after the test
+    made = importlib.import_module(name)  # on the host only, so that the function can be pickled
+
+    def uses_module() -> int:
+        return made.ANSWER + 1  # cloudpickle ships ``made`` as "import it by name"
+
+    before = [DepsCall(tasks.write_module, args=[name, source]).apply()]
+    outcome = target.executor().run_sync(*covalent_task(uses_module, call_before=before), META)
+    assert outcome.ok, outcome.traceback
+    assert outcome.load_value() == 43
+
+
+def test_a_failing_step_names_itself_its_command_and_its_last_lines(target: Target) -> None:
+    from covalent import DepsBash, DepsCall
+
+    before = [
+        DepsCall(tasks.prepare).apply(),
+        DepsBash(["echo fine", "echo first-line; echo the-real-cause >&2; exit 3"]).apply(),
+    ]
+    outcome = target.executor().run_sync(*covalent_task(tasks.add, 1, 2, call_before=before), META)
+    assert not outcome.ok
+    assert outcome.phase == "call_before"
+    message = outcome.error_message
+    assert "call_before step 2 of 2 (DepsBash)" in message
+    assert "echo the-real-cause >&2; exit 3" in message and "status 3" in message
+    assert "the-real-cause" in message.split("last lines:")[1]
+    assert "first-line" in outcome.stdout  # the step's output still reaches the task's stdout
 
 
 def test_unpicklable_result_is_a_clear_error(target: Target) -> None:

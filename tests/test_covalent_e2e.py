@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -317,7 +318,17 @@ def test_a_pull_is_logged_in_the_server_log(server: str) -> None:
     assert "pull complete" in text
 
 
-README_EXECUTOR = 'OCIExecutor(image="python:3.11-slim")'
+README_EXECUTOR = 'OCIExecutor(image="python:3.11-slim", '
+
+
+README_ENVIRONMENTS = os.path.join(tempfile.gettempdir(), f"oci-readme-envs-{os.getpid()}")
+"""One store for the example on every engine (an image ID shared by two engines shares it)."""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_readme_environments() -> Iterator[None]:
+    yield
+    shutil.rmtree(README_ENVIRONMENTS, ignore_errors=True)
 
 
 def test_the_readme_example_prints_its_result(server: str, engine_target: Target, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -339,13 +350,13 @@ def test_the_readme_example_prints_its_result(server: str, engine_target: Target
     # Only the image and the engine change: the test engines have the test image, not python:X.Y-slim.
     executor = (
         f"OCIExecutor(image={engine_target.image!r}, backend={engine_target.backend!r}, "
-        f"address={engine_target.address!r}, keep_warm={KEEP_WARM})"
+        f"address={engine_target.address!r}, keep_warm={KEEP_WARM}, "
     )
     script = tmp_path / "readme_example.py"
     script.write_text(example.group(1).replace(README_EXECUTOR, executor), encoding="utf-8")
-    done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=os.environ.copy()
-    )
+    # Its packages come from the host's pip configuration, into a store the rootless user can read.
+    env = {**os.environ, "OCI_EXECUTOR_ENV_DIR": README_ENVIRONMENTS}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == promised.group(1)
 

@@ -179,7 +179,11 @@ class OCIExecutor(AsyncBaseExecutor):
             raise
         self._write_streams(outcome)
         if not outcome.ok:
-            raise TaskRuntimeError(f"{outcome.summary()}\n{outcome.traceback}")
+            where = ""
+            if outcome.phase in ("call_before", "call_after", "load"):
+                node = task_metadata.get("node_id", "")
+                where = f"electron {task_name(function)!r} (node {node}), {outcome.phase}: "
+            raise TaskRuntimeError(f"{where}{outcome.summary()}\n{outcome.traceback}")
         return transportable(outcome)
 
     async def cancel(self, task_metadata: dict[str, Any], job_handle: Any) -> bool:

@@ -30,6 +30,7 @@ NOTES: dict[str, str] = {
     "address": "path of the cluster's `slurm.conf` (as `SLURM_CONF`); empty: `SLURM_CONF`, else Slurm's default; root only: `USER@PATH` runs the jobs as USER",
     "ssh_identity": "not used (the Slurm command line tools reach the cluster)",
     "python": "yes (its version is checked on the node)",
+    "packages": "yes, built into the shared folder `OCI_EXECUTOR_ENV_DIR` names (every node mounts it)",
     "max_lifetime": "yes, and the job's `--time` (whole minutes); with a `time_limit`, at most `time_limit` + 60 s",
     "cpus": "`srun -c` (rounded up; Slurm enforces it, not Podman)",
     "memory": "`srun --mem` (MiB, rounded up; Slurm enforces it, not Podman)",

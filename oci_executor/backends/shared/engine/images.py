@@ -53,6 +53,13 @@ class ImageStore(EngineConnection):
                 image=image,
             ) from exc
 
+    def image_id(self, image: str) -> str | None:
+        try:
+            found = self._find_image(self.client(), image)
+        except OCIExecutorError:
+            return None
+        return str(found.id) if found is not None else None
+
     def _offline_fix(self, image: str) -> str:
         """How to get ``image`` into this store without a registry: build, or copy from another store."""
         address = f" --address {self.config.address}" if self.config.address else ""
