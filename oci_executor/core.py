@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from oci_executor import environments, secrets, settings
+from oci_executor import environments, provide, secrets, settings
 from oci_executor.backend import Backend, Container
 from oci_executor.errors import ProcessLimitError
 from oci_executor.execute import TaskNotStarted, execute, not_started
@@ -23,7 +23,6 @@ from oci_executor.lifecycle import start_runner
 from oci_executor.owner import this_owner
 from oci_executor.parsing import check_time_limit
 from oci_executor.pool import POOL, pool_key
-from oci_executor.provide import provide_modules
 from oci_executor.registry import shared_backend
 from oci_executor.task import TaskOutcome, TaskPayload
 from oci_executor.trace import TaskTrace
@@ -84,8 +83,12 @@ def _run(
     spec = settings.container_spec(values, our_labels(dispatch_id, node_id))
     backend = backend or shared_backend(values["backend"], settings.backend_config(values))
     seconds = check_time_limit(time_limit)
-    spec = backend.adapt_spec(spec, seconds)
-    spec = environments.apply(backend, spec, payload, values)
+    base = backend.adapt_spec(spec, seconds)
+    declared = environments.declared_of(values, payload)
+    ship = values.get("ship_modules", True)
+    names = provide.referenced(payload) if ship else set()
+    declared += provide.known_pins(names, base.image, declared) if ship else ()
+    spec = environments.apply(backend, base, declared, values)
     key = pool_key(backend, spec, values["reuse"], dispatch_id)
     limit = values["max_containers"] or os.cpu_count() or 1
     while True:
@@ -96,8 +99,8 @@ def _run(
         try:
             if on_container is not None:
                 on_container(runner.container)
-            if values.get("ship_modules", True):
-                provide_modules(runner, payload, values.get("extra_modules", ()))
+            if ship:
+                provide.provide_modules(runner, payload, names, values.get("extra_modules", ()), declared)
             outcome = execute(
                 runner,
                 payload,
@@ -108,6 +111,13 @@ def _run(
                 secrets=secret_values,
                 trace=trace,
             )
+        except provide.NeedsPackages as exc:  # once per image: later tasks add the pins up front
+            POOL.release(key, runner, reusable=False)
+            log.info("image %s lacks %s: adding them to the task's environment", base.image, exc)
+            declared += exc.pins
+            spec = environments.apply(backend, base, declared, values)
+            key = pool_key(backend, spec, values["reuse"], dispatch_id)
+            continue
         except TaskNotStarted as exc:
             POOL.release(key, runner, reusable=False)
             if reused:

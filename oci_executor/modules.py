@@ -208,7 +208,7 @@ def _provide(
                 done.add(root)
                 _ship(root, path, inventory, result, done, size, scan=False)
         for dep in _dist_requires(dist):
-            for dep_top in _tops_of(dep):
+            for dep_top in tops_of(dep):
                 _provide(dep_top, inventory, result, done, size, direct=False)
         return
     path = _source_root(top)
@@ -305,7 +305,7 @@ def _dist_tops(dist: str) -> list[str]:
     return sorted(top for top, dists in _distributions().items() if dist in dists)
 
 
-def _tops_of(dist: str) -> list[str]:
+def tops_of(dist: str) -> list[str]:
     key = dist.lower().replace("_", "-")
     return sorted(
         top for top, dists in _distributions().items() if key in {d.lower().replace("_", "-") for d in dists}

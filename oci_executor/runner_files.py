@@ -23,8 +23,11 @@ CHUNK = 1024 * 1024
 
 
 def inventory() -> dict[str, Any]:
-    """``{"modules": [...], "versions": {top-level name: version}}`` of this interpreter."""
-    modules = {m.name for m in pkgutil.iter_modules() if m.name.isidentifier()}
+    """``{"modules": [...], "versions": {top-level name: version}}`` of this interpreter's image
+    (a task environment's folder, ``OCI_EXECUTOR_SITE``, is not the image's: left out)."""
+    env = os.environ.get("OCI_EXECUTOR_SITE", "")
+    path = [p for p in sys.path if not (env and p.startswith(env))]
+    modules = {m.name for m in pkgutil.iter_modules(path) if m.name.isidentifier()}
     modules |= set(sys.builtin_module_names)
     versions: dict[str, str] = {}
     try:

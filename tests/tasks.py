@@ -169,3 +169,8 @@ def uses_packages() -> str:
 
 def plain() -> str:
     return "plain"
+
+
+def module_value(module: Any) -> str:
+    """The ``VALUE`` of a test-index package passed as an argument, and the folder it came from."""
+    return f"{module.VALUE}|{os.path.dirname(os.path.dirname(module.__file__))}"

@@ -15,7 +15,7 @@ See docs/environments.md.
 
 from __future__ import annotations
 
-from oci_executor.environments.attach import apply, environment_for
+from oci_executor.environments.attach import apply, declared_of, environment_for
 from oci_executor.environments.build import Environment
 
-__all__ = ["Environment", "apply", "environment_for"]
+__all__ = ["Environment", "apply", "declared_of", "environment_for"]

@@ -1,9 +1,10 @@
 """A task's declared packages turned into an environment on its container.
 
-:func:`apply` is what the engine core calls: it collects the declared packages (our
-``packages``/``requirements`` options and the task's DepsPip steps, which it takes out of the
-payload), finds or builds the environment for the image, and returns the spec with the
-environment mounted read-only at :data:`MOUNT` (engines) or named directly (local), plus
+:func:`declared_of` collects the declared packages (our ``packages``/``requirements``
+options and the task's DepsPip steps, which it takes out of the payload). :func:`apply`, which
+the engine core calls with them and with the host's pins of compiled modules the image lacks
+(:mod:`oci_executor.provide`), finds or builds the environment for the image, and returns the
+spec with the environment mounted read-only at :data:`MOUNT` (engines) or named directly (local), plus
 ``OCI_EXECUTOR_SITE``, which the runner puts first on ``sys.path``. Containers of another
 environment have another spec, so the warm pool never mixes them.
 
@@ -190,10 +191,11 @@ def with_environment(spec: ContainerSpec, backend: Backend, env: Environment) ->
 
 
 def apply(
-    backend: Backend, spec: ContainerSpec, payload: TaskPayload, values: Mapping[str, Any]
+    backend: Backend, spec: ContainerSpec, requirements: tuple[str, ...], values: Mapping[str, Any]
 ) -> ContainerSpec:
-    """The spec for ``payload``: with its environment if it declares packages, else unchanged."""
-    requirements = declared_of(values, payload)
+    """The spec with the environment of ``requirements`` (:func:`declared_of`, plus the pins
+    :mod:`oci_executor.provide` adds), or unchanged when there are none."""
+    requirements = reqs.normalize(requirements, "declared packages")
     if not requirements:
         return spec
     env = environment_for(backend, spec, requirements, wheels_only=bool(values.get("wheels_only", True)))
