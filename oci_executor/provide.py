@@ -136,10 +136,10 @@ def provide_modules(
     if plan.missing:
         raise ModuleUnavailableError(
             f"the task needs module(s) {', '.join(sorted(set(plan.missing)))}, which image "
-            f"{runner.container.image!r} does not have and which cannot travel with the task as source "
-            f"(compiled code, or not found on this host; this host has: {', '.join(modules.pin(t) for t in sorted(set(plan.missing)))}). "
-            "Use an image that has them (e.g. a Dockerfile with `pip install` of those versions), or "
-            "declare them (packages=[...] or DepsPip).",
+            f"{runner.container.image!r} does not have and which no distribution installed on this host "
+            "provides, so they can neither travel with the task as source nor be pinned into its "
+            "environment. Install them where the tasks are driven (the Covalent server's Python), use "
+            "an image that has them, or declare them with packages=[...] or DepsPip.",
             image=runner.container.image,
         )
     if not plan.files:
