@@ -13,6 +13,9 @@ import tempfile
 _REAL_HOME = os.environ.get("HOME", "")
 """The user's own HOME: a user without root tests their own rootless Podman, with its store."""
 _HOME = tempfile.mkdtemp(prefix="oci-tests-home-")
+# Open to others as a real HOME is: the environments a test server builds under it
+# (~/.cache/oci-executor) are mounted into the rootless user's containers, as a user's own are.
+os.chmod(_HOME, 0o755)
 os.environ["HOME"] = _HOME
 os.environ["COVALENT_CONFIG_DIR"] = os.path.join(_HOME, ".config", "covalent")
 # The test server runs without Dask; Covalent picks its default executors at import time.
@@ -207,6 +210,12 @@ def _leaving_nothing(target_id: str) -> Iterator[Target]:
 @pytest.fixture(params=engines.CONTRACT_TARGETS)
 def target(request: pytest.FixtureRequest) -> Iterator[Target]:
     """Each backend the contract suite covers; asserts nothing of ours is left afterwards."""
+    yield from _leaving_nothing(request.param)
+
+
+@pytest.fixture(params=engines.SERVER_TARGETS)
+def server_target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    """Each backend a Covalent server's tasks can use; asserts nothing of ours is left afterwards."""
     yield from _leaving_nothing(request.param)
 
 

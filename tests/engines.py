@@ -31,6 +31,9 @@ CONTRACT_TARGETS = ["local", *ENGINE_TARGETS, "slurm", "podman-cli"]
 """Every backend, and ``podman-cli``: docs/backends.md's template (tests/cli_backend/) over the
 rootful Podman command line, registered by the test that uses it."""
 CLI_TEMPLATE = "podman-cli"
+SERVER_TARGETS = [t for t in CONTRACT_TARGETS if t != CLI_TEMPLATE]
+"""What a Covalent server's tasks run on: the template backend is registered in the test
+process only (tests/cli_backend is not installed into the server's environment)."""
 SLURM_CONF = os.environ.get("OCI_TEST_SLURM_CONF", "/run/oci-executor/slurm/slurm.conf")
 """The test cluster's config, written by scripts/setup-slurm.sh."""
 REMOTE_TARGETS = ["docker-ssh", "podman-rootless-ssh"]

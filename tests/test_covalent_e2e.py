@@ -108,7 +108,7 @@ def test_failing_electron_ends_failed(server: str) -> None:
     assert "explode" in str(result.error)
 
 
-def test_forged_result_runs_no_code_on_the_server(server: str, target: Target) -> None:
+def test_forged_result_runs_no_code_on_the_server(server: str, server_target: Target) -> None:
     """A task that forges its result (a pickle that would create a file) cannot run code here."""
     import uuid
 
@@ -117,7 +117,7 @@ def test_forged_result_runs_no_code_on_the_server(server: str, target: Target) -
     from tests import tasks
 
     marker = f"/tmp/oci-forged-{uuid.uuid4().hex}"
-    forge = ct.electron(tasks.forge_result, executor=target.executor())
+    forge = ct.electron(tasks.forge_result, executor=server_target.executor())
 
     # The lattice returns none of the node's output: Covalent's own post-processing would
     # deserialize a returned output on the server, by design, whatever the executor.
@@ -141,10 +141,10 @@ def _node(result, index: int = 0) -> dict:  # type: ignore[no-untyped-def]
     return result.get_node_result(index)
 
 
-def test_time_limit_fails_the_node_naming_the_limit(server: str, target: Target) -> None:
+def test_time_limit_fails_the_node_naming_the_limit(server: str, server_target: Target) -> None:
     import covalent as ct
 
-    @ct.electron(executor=target.executor(time_limit=2))
+    @ct.electron(executor=server_target.executor(time_limit=2))
     def sleepy():  # type: ignore[no-untyped-def]
         import time
 

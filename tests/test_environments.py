@@ -322,12 +322,12 @@ def package_workflow(executor, packaged):  # type: ignore[no-untyped-def]
 
 
 def test_a_workflow_with_packages_through_covalent_then_from_the_cache(
-    server_store: Path, index: Index, any_target: Target
+    server_store: Path, index: Index, server_target: Target
 ) -> None:
     import covalent as ct
     from covalent._shared_files.config import get_config
 
-    workflow = package_workflow(any_target.executor(), any_target.executor(packages=["ocitest-alpha"]))
+    workflow = package_workflow(server_target.executor(), server_target.executor(packages=["ocitest-alpha"]))
     expected = ["ocitest-beta 1.0", "ocitest-alpha 1.0", "ocitest-beta 2.0"]
     for attempt in ("first", "cached"):
         index.requests.clear()
@@ -342,7 +342,7 @@ def test_a_workflow_with_packages_through_covalent_then_from_the_cache(
         _cli("env", "ls", "--json", env={**os.environ, "OCI_EXECUTOR_ENV_DIR": str(server_store)}).stdout
     )
     engines_used = [engine for entry in listed for engine in entry["engines"]]
-    where = any_target.address.rsplit("@", 1)[-1] or "local"
+    where = server_target.address.rsplit("@", 1)[-1] or "local"
     assert any(where in engine for engine in engines_used), engines_used
     logfile = os.path.join(get_config("user_interface.log_dir"), "covalent_ui.log")
     with open(logfile, errors="replace") as handle:

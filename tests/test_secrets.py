@@ -150,15 +150,17 @@ def _slurm_record() -> list[str]:
     return found + _files([d for d in SLURM_DIRS if os.path.isdir(d)])
 
 
-def test_secrets_reach_the_task_and_nothing_else(server: str, target: Target, secrets_file: str) -> None:
+def test_secrets_reach_the_task_and_nothing_else(
+    server: str, server_target: Target, secrets_file: str
+) -> None:
     import covalent as ct
 
     if os.geteuid() != 0:
         pytest.skip("searching every process and the Slurm spool needs root")
-    executor = target.executor(
+    executor = server_target.executor(
         secrets=[ENV_SECRET, FILE_SECRET],
         secrets_file=secrets_file,
-        keep_warm=WARM[target.backend == "local"],
+        keep_warm=WARM[server_target.backend == "local"],
         pids_limit=256,
     )
     digest = ct.electron(tasks.secret_digest, executor=executor)
@@ -179,21 +181,21 @@ def test_secrets_reach_the_task_and_nothing_else(server: str, target: Target, se
     }, "the task did not see its secrets"
 
     found: list[str] = []
-    if target.backend == "local":
+    if server_target.backend == "local":
         found += _files(glob.glob("/tmp/oci-executor-local-*"))
     else:
-        containers = _containers(target, dispatch_id)
+        containers = _containers(server_target, dispatch_id)
         assert containers, "the warm container is gone before it could be inspected"
         for container in containers:
-            found += _inside(target, container)
-    if target.backend == "slurm":
+            found += _inside(server_target, container)
+    if server_target.backend == "slurm":
         found += _slurm_record()
     found += _host_processes(server)
     found += _files([os.environ["HOME"]])  # the server's database, results, logs and config
     nodes = [result.get_node_result(i) for i in range(len(result.lattice.transport_graph._graph.nodes))]
     found += _found(repr(nodes).encode() + str(result).encode(), "the dispatch's result")
     assert not found, found
-    _wait_gone(target, dispatch_id)
+    _wait_gone(server_target, dispatch_id)
 
 
 def _wait_gone(target: Target, dispatch_id: str) -> None:
