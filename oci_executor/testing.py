@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import cloudpickle
 
-from oci_executor import protocol
+from oci_executor import protocol, runner_files
 from oci_executor.backend import (
     OPTIONAL_SETTINGS,
     Backend,
@@ -173,6 +173,10 @@ def _serve(fake: FakeContainer, python: str) -> None:
         sock.sendall(protocol.frame(protocol.READY, json.dumps({"version": protocol.VERSION}).encode()))
         while True:
             kind, body = _read(reader)
+            if kind == protocol.QUERY:  # tasks run in this process: its modules are the image's
+                inventory = json.dumps(runner_files.inventory()).encode()
+                sock.sendall(protocol.frame(protocol.INVENTORY, inventory))
+                continue
             if kind != protocol.TASK:
                 continue
             header = json.loads(body)

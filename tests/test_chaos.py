@@ -20,7 +20,7 @@ import pytest
 from tests import engines, own_engines, tasks
 from tests.own_engines import OwnEngine
 
-pytestmark = [pytest.mark.covalent, pytest.mark.chaos]
+pytestmark = [pytest.mark.covalent, pytest.mark.chaos, pytest.mark.timeout(600)]
 
 FAN_OUT = 50
 TASK_SECONDS = 1.0

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.covalent
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.timeout(1500)
 def test_what_passes_on_local_passes_on_every_engine(tmp_path: Path) -> None:
     for target in engines.ENGINE_TARGETS:
         engines.require_engine(target)

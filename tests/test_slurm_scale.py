@@ -41,6 +41,7 @@ def claim(i: int) -> tuple[int, str, str]:
     return i, os.environ["SLURMD_NODENAME"], os.environ["SLURM_JOB_ID"]
 
 
+@pytest.mark.timeout(1200)
 def test_fan_out_of_200_over_both_nodes_loses_and_repeats_no_task(server: str, slurm: Target) -> None:
     """Jobs of 2 CPUs, max_containers=6: more than one node (4 CPUs) holds, more than the cluster
     holds: Slurm places them on both nodes, the rest wait in the queue; every electron runs
