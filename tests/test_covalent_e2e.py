@@ -442,7 +442,7 @@ def test_losing_the_ssh_link_fails_the_node_naming_the_host(server: str, remote_
 
 
 def test_live_output_is_in_the_server_log_and_logs_f_before_the_task_ends(
-    server: str, target: Target
+    server: str, server_target: Target
 ) -> None:
     """A task prints, reports progress, sleeps, prints: its first line reaches the server's log
     and ``oci-executor logs -f`` while it sleeps; at the end the node's streams are whole."""
@@ -454,7 +454,7 @@ def test_live_output_is_in_the_server_log_and_logs_f_before_the_task_ends(
     import covalent as ct
     from covalent._shared_files.config import get_config
 
-    @ct.electron(executor=target.executor())
+    @ct.electron(executor=server_target.executor())
     def talk():  # type: ignore[no-untyped-def]
         import sys
         import time
