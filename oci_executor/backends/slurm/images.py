@@ -89,8 +89,14 @@ def stream(cli: s.Cli, job_id: str, node: str, image: str, why: str) -> None:
             save.kill()
             save.wait()
             raise EngineUnavailableError(s.not_installed()) from None
-        sent, broken = _pump(save, load, image, node, size)
-        loaded = load.stdout.read() if load.stdout is not None else b""
+        try:
+            sent, broken = _pump(save, load, image, node, size)
+            loaded = load.stdout.read() if load.stdout is not None else b""
+        except BaseException:  # interrupted: leave no save or load step running
+            for process in (save, load):
+                process.kill()
+                process.wait()
+            raise
         save_code, load_code = save.wait(), load.wait()
         if load_code != 0 and (broken or save_code == 0):
             raise _load_failed(load_code, _text(load_err), image, node, sent)
