@@ -196,7 +196,7 @@ munge -n </dev/null | unmunge >/dev/null 2>&1 || die "munge does not work (see $
 # namespace (and so the test user's one store): it needs a restart too.
 for node in "${NODES[@]}"; do
     if running "$STATE_DIR/slurmd-$node.pid" "slurmd -N $node" &&
-        [[ $(readlink "/proc/$(cat "$STATE_DIR/slurmd-$node.pid")/ns/mnt") == $(readlink /proc/self/ns/mnt) ]]; then
+        [[ $(readlink "/proc/$(cat "$STATE_DIR/slurmd-$node.pid")/ns/mnt") == "$(readlink /proc/self/ns/mnt)" ]]; then
         log "slurmd-$node: shares this host's image store: restarting the daemons"
         CONF_CHANGED=1
     fi
