@@ -65,7 +65,7 @@ def await_image(
 def stream(cli: s.Cli, job_id: str, node: str, image: str, why: str) -> None:
     """``podman save`` here (the jobs' user's store) piped into ``podman load`` in job ``job_id``."""
     size = _local_size(cli, image, why)
-    log.info("%s: streaming it there from this host's store (about %.0f MB)", why, size / 1e6)
+    log.info("%s: streaming it there from this host's store (%.0f MB in the store)", why, size / 1e6)
     started = time.monotonic()
     with tempfile.TemporaryFile() as save_err, tempfile.TemporaryFile() as load_err:
         save = subprocess.Popen(
@@ -90,7 +90,7 @@ def stream(cli: s.Cli, job_id: str, node: str, image: str, why: str) -> None:
             save.wait()
             raise EngineUnavailableError(s.not_installed()) from None
         try:
-            sent, broken = _pump(save, load, image, node, size)
+            sent, broken = _pump(save, load, image, node)
             loaded = load.stdout.read() if load.stdout is not None else b""
         except BaseException:  # interrupted: leave no save or load step running
             for process in (save, load):
@@ -117,26 +117,21 @@ def stream(cli: s.Cli, job_id: str, node: str, image: str, why: str) -> None:
 
 
 def _pump(
-    save: subprocess.Popen[bytes], load: subprocess.Popen[bytes], image: str, node: str, size: int
+    save: subprocess.Popen[bytes], load: subprocess.Popen[bytes], image: str, node: str
 ) -> tuple[int, bool]:
     """Copy the archive from ``save`` into ``load``, logging progress: the bytes sent, and
     whether the loading step ended before the archive did."""
     assert save.stdout is not None and load.stdin is not None
-    sent, last, broken = 0, time.monotonic(), False
+    sent, broken = 0, False
+    began = last = time.monotonic()
     try:
         while chunk := save.stdout.read(CHUNK):
             load.stdin.write(chunk)
             sent += len(chunk)
             if time.monotonic() - last >= LOG_EVERY:
                 last = time.monotonic()
-                share = f" ({100 * sent / size:.0f}%)" if size else ""
                 log.info(
-                    "streaming %s to node %s: %.1f of about %.1f MB%s",
-                    image,
-                    node,
-                    sent / 1e6,
-                    size / 1e6,
-                    share,
+                    "streaming %s to node %s: %.1f MB sent in %.0f s", image, node, sent / 1e6, last - began
                 )
         load.stdin.close()
     except BrokenPipeError:  # the loading step ended early: its error says why
