@@ -110,6 +110,7 @@ def main() -> int:
     )
     args, extra = parser.parse_known_args()
     home = tempfile.mkdtemp(prefix="oci-compat-home-")
+    os.chmod(home, 0o755)  # open to others as a real HOME is: environments there reach rootless containers
     os.environ.update(HOME=home, COVALENT_CONFIG_DIR=f"{home}/.config/covalent", COVALENT_DISABLE_DASK="1")
     sys.path.insert(0, str(ROOT))
     from tests import engines
