@@ -8,6 +8,7 @@ Layout under :func:`root` (``$OCI_EXECUTOR_ENV_DIR``, else ``$XDG_CACHE_HOME/oci
     locks/<key>.build      held (flock) by the one process building <key>
     locks/<key>.use        held shared by every process using <key>; prune takes it exclusively
     tmp/<key>.<pid>.<rand> a build in progress; renamed to envs/<key> when complete
+    engines/<hash>.json    a remote engine that holds copies in named volumes (see :mod:`.volumes`)
 
 A build happens in ``tmp/`` and becomes visible by one ``rename``: nothing half-built is ever
 used. The locks are ``flock`` locks, released by the kernel when their holder dies, so a
@@ -45,7 +46,7 @@ def path(*parts: str) -> str:
 
 def ensure() -> None:
     """Create the store's folders; readable by all (a rootless engine's user reads the mounts)."""
-    for sub in ("envs", "facts", "index", "locks", "tmp"):
+    for sub in ("envs", "facts", "index", "locks", "tmp", "engines"):
         os.makedirs(path(sub), mode=0o755, exist_ok=True)
 
 
@@ -128,6 +129,16 @@ def touch(key: str, engine: str) -> None:
     os.replace(tmp, file)
 
 
+def last_use(key: str) -> dict[str, Any]:
+    """When ``key`` was last used and by which engines (``{}`` if never)."""
+    try:
+        with open(path("index", f"{key}{USE_FILE}"), encoding="utf-8") as handle:
+            found = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 @dataclass(frozen=True)
 class Entry:
     """One environment, as ``oci-executor env ls`` shows it."""
@@ -162,11 +173,7 @@ def entries() -> list[Entry]:
                 meta = json.load(handle)
         except (OSError, ValueError):
             continue
-        try:
-            with open(path("index", f"{key}{USE_FILE}"), encoding="utf-8") as handle:
-                use = json.load(handle)
-        except (OSError, ValueError):
-            use = {}
+        use = last_use(key)
         found.append(
             Entry(
                 key=key,
