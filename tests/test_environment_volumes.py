@@ -37,9 +37,7 @@ class FakeEngine:
 
     def list_volumes(self, label: str) -> list[tuple[str, dict[str, str]]]:
         name, _, value = label.partition("=")
-        return [
-            (n, dict(l)) for n, l in self.volumes.items() if name in l and (not value or l[name] == value)
-        ]
+        return [(n, dict(ls)) for n, ls in self.volumes.items() if _matches(ls, name, value)]
 
     def volume_labels(self, name: str) -> dict[str, str] | None:
         return dict(self.volumes[name]) if name in self.volumes else None
