@@ -871,8 +871,11 @@ def measure_target(target: Target, options: argparse.Namespace, server: bool) ->
     if options.observability_only:
         rows += guarded("live output", lambda: live_latency_figure(target, image))
         return rows + guarded("tracing", lambda: tracing_figure(target, image, max(options.tasks, 200)))
-    if target.local_address:  # a remote engine: what ssh adds to a warm task
-        return guarded("warm task over ssh", lambda: warm_ssh_figure(target, image, options.tasks))
+    if target.local_address:  # a remote engine: what ssh adds to a warm task (and packages there)
+        rows += guarded("warm task over ssh", lambda: warm_ssh_figure(target, image, options.tasks))
+        if options.environments:
+            rows += guarded("environments", lambda: environment_rows(target, image, options.tasks))
+        return rows
     if target.is_engine and not target.cli:
         print("  cold task: skipped (no engine CLI on PATH for the `run --rm` floor)")
     else:
