@@ -218,3 +218,14 @@ def test_the_archive_holds_the_folder_relative_and_owned_by_root(local_env: Envi
         os.remove(path)
     assert names == ["oci-environment.json", "pkg", "pkg/__init__.py"]
     assert owners == {(0, 0, "root")}
+
+
+def test_a_dead_copiers_archive_is_swept_from_the_store(local_env: Environment) -> None:
+    from oci_executor.environments import command
+
+    dead = Path(store.path("tmp", f"k1.{_dead_pid()}.abc.tar"))
+    live = Path(store.path("tmp", f"k1.{os.getpid()}.def.tar"))
+    dead.write_bytes(b"x")
+    live.write_bytes(b"x")
+    command._sweep_tmp()
+    assert not dead.exists() and live.exists()

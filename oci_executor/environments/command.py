@@ -190,14 +190,12 @@ def _prune_remote(args: argparse.Namespace, now: float) -> tuple[int, int]:
 
 def _sweep_tmp() -> None:
     """Remove what dead builders left in ``tmp/`` (each entry names its builder's PID)."""
-    import shutil
-
     folder = store.path("tmp")
     for name in os.listdir(folder) if os.path.isdir(folder) else []:
         parts = name.split(".")
         pid = int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0
         if pid and not _alive(pid):
-            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+            store.discard(os.path.join(folder, name))
 
 
 def _alive(pid: int) -> bool:

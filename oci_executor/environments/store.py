@@ -94,10 +94,19 @@ def new_build_dir(key: str) -> str:
     ensure()
     for name in os.listdir(path("tmp")):
         if name.startswith(f"{key}."):
-            shutil.rmtree(path("tmp", name), ignore_errors=True)
+            discard(path("tmp", name))
     folder = path("tmp", f"{key}.{os.getpid()}.{os.urandom(4).hex()}")
     os.makedirs(folder, mode=0o755)
     return folder
+
+
+def discard(entry: str) -> None:
+    """Remove a folder or a file of ``tmp/`` (a build folder, an archive on its way to an engine)."""
+    if os.path.isdir(entry) and not os.path.islink(entry):
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.remove(entry)
 
 
 def publish(build_dir: str, key: str, meta: dict[str, Any]) -> str:
