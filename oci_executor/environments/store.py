@@ -88,6 +88,12 @@ def hold_for_use(key: str) -> None:
     _held[key] = fd
 
 
+def release_uses() -> None:
+    """Let go of every use lock this process holds (a run that is done with its environments)."""
+    while _held:
+        os.close(_held.popitem()[1])
+
+
 def new_build_dir(key: str) -> str:
     """A fresh folder in ``tmp/`` for a build of ``key``; leftovers of dead builders go first
     (the caller holds the build lock, so no live process owns them)."""
