@@ -33,10 +33,20 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 NEVER_SHIPPED = frozenset(
-    {"__main__", "__mp_main__", "builtins", "__builtin__", "cloudpickle", "oci_runner", "oci_protocol"}
+    {
+        "__main__",
+        "__mp_main__",
+        "builtins",
+        "__builtin__",
+        "cloudpickle",
+        "oci_runner",
+        "oci_protocol",
+        "oci_executor",
+    }
 )
-"""Top-level names that are never provided: the runner's own, or the interpreter's."""
-NOT_AS_SOURCE = frozenset({"covalent", "covalent_dispatcher", "oci_executor"})
+"""Top-level names that are never provided: the runner's own (``oci_executor`` in a task is the
+runner's stand-in holding ``oci_executor.task``), or the interpreter's."""
+NOT_AS_SOURCE = frozenset({"covalent", "covalent_dispatcher"})
 """Distributions too large (or compiled underneath) to travel as source: requirements only."""
 SCAN_BYTES = 1024 * 1024
 """A function's pickle is walked this far."""

@@ -43,7 +43,7 @@ from oci_executor.backends.shared.intent import container_intent
 from oci_executor.backends.shared.runargs import run_args
 from oci_executor.backends.slurm import alloc, diagnosis, listing
 from oci_executor.backends.slurm import cli as s
-from oci_executor.backends.slurm.jobs import end_job, job_state
+from oci_executor.backends.slurm.jobs import end_job, job_state, remove_left_container
 from oci_executor.backends.slurm.options import NOTES, OPTIONS
 from oci_executor.backends.slurm.steps import GONE_TIMEOUT, StepChannel, parse_handle
 from oci_executor.channel import Channel
@@ -227,14 +227,17 @@ class SlurmBackend(Backend):
 
     def stop(self, container: Container) -> None:
         """Kill and remove the container on its node, cancel its job, and wait until it ended."""
-        job_id, _ = parse_handle(container.id)
+        job_id, node = parse_handle(container.id)
         state, _, _ = job_state(self.cli, job_id)
+        removed = False
         if state == "RUNNING":
             try:
-                self._step(container, ["rm", "--force", "--time=0", container.id])
+                removed = self._step(container, ["rm", "--force", "--time=0", container.id]).returncode == 0
             except ContainerNotFoundError:
                 pass
         end_job(self.cli, job_id)
+        if state in ("RUNNING", "COMPLETING") and not removed:  # it was ending under us (driver killed)
+            remove_left_container(self.cli, node, container.id)
 
     def remove(self, container: Container) -> None:
         self.stop(container)

@@ -44,3 +44,30 @@ def end_job(cli: s.Cli, job_id: str) -> None:
             )
         time.sleep(delay)
         delay = min(delay * 1.5, 0.1)
+
+
+def remove_left_container(cli: s.Cli, node: str, name: str) -> None:
+    """Remove container ``name`` from ``node`` through a short job of its own: for a container
+    whose job ended before its trap or our step could remove it (the driver was killed)."""
+    argv = [
+        *cli.run_as(),
+        "srun",
+        f"--nodelist={node}",
+        "--nodes=1",
+        "--ntasks=1",
+        "--quiet",
+        "--time=1",
+        f"--job-name={s.JOB_NAME}-cleanup",
+        "bash",
+        "-c",
+        s.NODE_PRELUDE + 'podman rm --force --time=0 --ignore "$1" >/dev/null',
+        "oci-executor-cleanup",
+        name,
+    ]
+    try:
+        result = cli.run(argv, timeout=GONE_TIMEOUT)
+    except Exception as exc:  # noqa: BLE001 - best effort: the next job on the node sweeps it too
+        log.debug("could not remove %s on %s: %s", name, node, exc)
+        return
+    if result.returncode != 0:
+        log.debug("could not remove %s on %s: %s", name, node, s.decode(result.stderr).strip())
