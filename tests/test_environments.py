@@ -482,3 +482,56 @@ def test_a_workflow_with_packages_on_a_remote_engine_through_covalent_then_from_
     # Two environments (DepsPip's, the option's): a marker and a copy each, made once.
     assert len(made["first"]) == 4 and made["cached"] == made["first"], made
     assert _helpers(remote_target) == []
+
+
+def test_what_a_killed_remote_copier_left_is_never_used_and_goes(
+    env_store: Path, index: Index, remote_target: Target
+) -> None:
+    """A copier killed mid-copy leaves an unpublished volume and its helper (made here as it
+    would: labelled with this host and a PID that is dead); the next build sweeps both."""
+    import socket
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    builder = f"{socket.gethostname()}:{dead.stdout.strip()}"
+    first = _cli(*_build_argv(remote_target), "ocitest-beta==1.0")
+    assert first.returncode == 0, first.stderr
+    data = first.stdout.strip().splitlines()[-1].rsplit(" ", 1)[-1]
+    key = _engine_volumes(remote_target)[data][volumes.KEY]
+    assert _cli("env", "prune").returncode == 0  # nothing on the engine now; the key is known
+    client = engines._client(remote_target.backend, remote_target.local_address)
+    half = f"oci-env-{key}-deadbeef"
+    try:
+        client.volumes.create(
+            name=half, labels={volumes.KEY: key, volumes.ROLE: "data", volumes.BUILDER: builder}
+        )
+        client.containers.create(
+            remote_target.image,
+            command=["python3", "-c", ""],
+            labels={volumes.HELPER: key, volumes.BUILDER: builder},
+            volumes={half: {"bind": "/opt/oci-executor/env", "mode": "rw"}},
+        )
+        again = _cli(*_build_argv(remote_target), "ocitest-beta==1.0")
+        assert again.returncode == 0, again.stderr
+        published = again.stdout.strip().splitlines()[-1].rsplit(" ", 1)[-1]
+        assert published != half
+        mine = {name for name, labels in _engine_volumes(remote_target).items() if labels[volumes.KEY] == key}
+        assert mine == {f"oci-env-{key}", published}  # the half-copied volume is gone
+        assert _helpers(remote_target) == []
+    finally:
+        for helper in _helpers(remote_target):
+            client.containers.get(helper).remove(force=True)
+        for name in _engine_volumes(remote_target):
+            if name == half:
+                client.volumes.get(name).remove(force=True)
+        client.close()
+
+
+def _build_argv(target: Target) -> list[str]:
+    return ["env", "build", "--backend", target.backend, "--address", target.address] + [
+        "--ssh-identity",
+        target.identity,
+        "--image",
+        target.image,
+    ]
