@@ -37,6 +37,8 @@ HOST_FILES = {
     "test_local_file_transfer_with_kwargs_": 'deletes the destination on the host: volumes=["/tmp:/tmp"]',
     "test_local_file_transfer_collected_nodes": 'deletes the destinations on the host: volumes=["/tmp:/tmp"]',
     "test_host_to_host_transfer_before": 'both ends are host paths, checked on the host: volumes=["/tmp:/tmp"]',
+    "test_electron_deps_bash": 'DepsBash touches a file that the test checks on the host: volumes=["/tmp:/tmp"]',
+    "test_bash_decorator": 'the bash lepton writes a file that the test reads on the host: volumes=["/tmp:/tmp"]',
 }
 """Tests that reach host files by design (see docs/compatibility.md), with the volumes= form
 that makes them pass."""

@@ -3,7 +3,13 @@
 # (run as root; no systemd): munge, slurmctld and two slurmd "nodes" (n1, n2) on one host.
 # Debian's Slurm 22.05 is built with MULTIPLE_SLURMD, so both nodes run here, each on its
 # own port. The test user (ocitest, made by setup-engines.sh) runs the jobs with its own
-# rootless Podman.
+# rootless Podman. Each node is a machine of its own for that user's Podman: its slurmd runs
+# in a mount namespace where the user's rootless store (~/.local/share/containers) is the
+# node's own folder and /run/user/UID a fresh tmpfs, so an image on the submit host (this
+# host's store) or on n1 is not on n2. The test image is loaded into every node's store here
+# (once; again when the image changes); the backend streams any other image on demand.
+#
+#   stores   /var/lib/oci-executor-slurm/nodes/<node>/containers   (a node's, for the test user)
 #
 #   config   /run/oci-executor/slurm/slurm.conf   (clients: export SLURM_CONF=<that file>)
 #   pids     /run/oci-executor/{munged,slurmctld,slurmd-n1,slurmd-n2}.pid
@@ -15,8 +21,8 @@
 # A second, private cluster beside it (to try a config without disturbing the shared one):
 #   OCI_SLURM_INSTANCE=x OCI_SLURM_PORT=7817 OCI_SLURM_NODES="x1 x2" bash scripts/setup-slurm.sh
 # keeps its config, pids, logs and spool under .../x/ and uses ports 7817 (controller) and
-# 7818, 7819 (nodes). Name its nodes apart from the shared ones: both clusters' nodes share
-# this host's rootless image and container stores, and each job sweeps its node's containers.
+# 7818, 7819 (nodes), and its own node stores (under .../x/); name its nodes apart from the
+# shared ones all the same.
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -33,6 +39,7 @@ SPOOL=/var/spool/oci-executor-slurm${INSTANCE:+/$INSTANCE}
 read -r -a NODES <<<"${OCI_SLURM_NODES:-n1 n2}"
 CTLD_PORT=${OCI_SLURM_PORT:-6817}
 PORT0=$((CTLD_PORT + 1))
+NODE_ROOT=/var/lib/oci-executor-slurm${INSTANCE:+/$INSTANCE}/nodes
 PACKAGES=(slurmctld slurmd slurm-client munge)
 export SLURM_CONF=$CONF
 
@@ -42,6 +49,10 @@ die()  { printf '[setup-slurm] ERROR: %s\n' "$*" >&2; exit 1; }
 
 [[ ${EUID} -eq 0 ]] || die "must run as root"
 id "$TEST_USER" >/dev/null 2>&1 || die "no user $TEST_USER: run scripts/setup-engines.sh first"
+TEST_UID=$(id -u "$TEST_USER")
+TEST_GID=$(id -g "$TEST_USER")
+TEST_HOME=$(getent passwd "$TEST_USER" | cut -d: -f6)
+USER_STORE=$TEST_HOME/.local/share/containers
 
 install_packages() {
     local missing=() p
@@ -181,6 +192,16 @@ else
 fi
 munge -n </dev/null | unmunge >/dev/null 2>&1 || die "munge does not work (see $LOG_DIR/munged.out)"
 
+# A slurmd started before the nodes had stores of their own shares this host's mount
+# namespace (and so the test user's one store): it needs a restart too.
+for node in "${NODES[@]}"; do
+    if running "$STATE_DIR/slurmd-$node.pid" "slurmd -N $node" &&
+        [[ $(readlink "/proc/$(cat "$STATE_DIR/slurmd-$node.pid")/ns/mnt") == "$(readlink /proc/self/ns/mnt)" ]]; then
+        log "slurmd-$node: shares this host's image store: restarting the daemons"
+        CONF_CHANGED=1
+    fi
+done
+
 if ((CONF_CHANGED)); then  # a changed config needs fresh daemons
     for pidfile in "$STATE_DIR"/slurmd-*.pid "$STATE_DIR/slurmctld.pid"; do
         [[ -f $pidfile ]] && kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
@@ -190,9 +211,17 @@ if ((CONF_CHANGED)); then  # a changed config needs fresh daemons
 fi
 
 start slurmctld "$STATE_DIR/slurmctld.pid" slurmctld slurmctld -f "$CONF"
+# Each slurmd in a mount namespace of its own: the test user's store there is the node's.
+runuser -u "$TEST_USER" -- mkdir -p "$USER_STORE"
+install -d -o "$TEST_USER" -g "$TEST_GID" -m 0700 "/run/user/$TEST_UID"
+NODE_NS='mount --bind "$1" "$2" && mount -t tmpfs -o "mode=0700,uid=$4,gid=$5" tmpfs "$3" && shift 5 && exec "$@"'
 for node in "${NODES[@]}"; do
-    install -d -m 0755 "$SPOOL/slurmd-$node"
-    start "slurmd-$node" "$STATE_DIR/slurmd-$node.pid" "slurmd -N $node" slurmd -N "$node" -f "$CONF"
+    install -d -m 0755 "$SPOOL/slurmd-$node" "$NODE_ROOT/$node"
+    install -d -o "$TEST_USER" -g "$TEST_GID" -m 0700 "$NODE_ROOT/$node/containers"
+    start "slurmd-$node" "$STATE_DIR/slurmd-$node.pid" "slurmd -N $node" \
+        unshare --mount --propagation private bash -c "$NODE_NS" node-ns \
+        "$NODE_ROOT/$node/containers" "$USER_STORE" "/run/user/$TEST_UID" "$TEST_UID" "$TEST_GID" \
+        slurmd -N "$node" -f "$CONF"
 done
 
 # Wait until both nodes are idle (or mixed/allocated: jobs may already run).
@@ -205,8 +234,32 @@ done
 ((ready == ${#NODES[@]})) || { echo "$states" >&2; die "nodes not ready (see $LOG_DIR)"; }
 log "nodes: $(tr '\n' ' ' <<<"$states")"
 
-# The test user runs a job with rootless Podman on each node.
+# The test image in every node's store, as an admin would load it (the backend would
+# stream it on the first task otherwise): again when the image here has changed.
 TEST_IMAGE="${OCI_TEST_IMAGE:-oci-executor-test/python:3.11}"
+as_user() { (cd / && runuser -u "$TEST_USER" -- env "XDG_RUNTIME_DIR=/run/user/$TEST_UID" "HOME=$TEST_HOME" "$@"); }
+on_node() {  # on_node NODE CMD...: CMD as the test user in that node's mount namespace
+    local pid
+    pid=$(cat "$STATE_DIR/slurmd-$1.pid")
+    shift
+    nsenter "--mount=/proc/$pid/ns/mnt" -- runuser -u "$TEST_USER" -- \
+        env "XDG_RUNTIME_DIR=/run/user/$TEST_UID" "HOME=$TEST_HOME" "$@"
+}
+want=$(as_user podman image inspect --format '{{.Id}}' "$TEST_IMAGE" 2>/dev/null) ||
+    die "no image $TEST_IMAGE in $TEST_USER's store: run scripts/setup-engines.sh first"
+for node in "${NODES[@]}"; do
+    have=$(cd / && on_node "$node" podman image inspect --format '{{.Id}}' "$TEST_IMAGE" 2>/dev/null) || have=
+    if [[ $have == "$want" ]]; then
+        log "image: $TEST_IMAGE is in $node's store"
+        continue
+    fi
+    as_user podman save "$TEST_IMAGE" | (cd / && on_node "$node" podman load -q) >/dev/null ||
+        die "could not load $TEST_IMAGE into $node's store"
+    (cd / && on_node "$node" podman image prune -f) >/dev/null 2>&1 || true
+    log "image: $TEST_IMAGE loaded into $node's store"
+done
+
+# The test user runs a job with rootless Podman on each node.
 for node in "${NODES[@]}"; do
     out=$(su -s /bin/bash "$TEST_USER" -c "cd /tmp && SLURM_CONF=$CONF srun -w $node -t 1 -Q \
         env XDG_RUNTIME_DIR=/run/user/\$(id -u) podman run --rm --network none $TEST_IMAGE \

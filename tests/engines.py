@@ -120,6 +120,27 @@ def as_test_user(*argv: str) -> list[str]:
     return ["runuser", "-u", ROOTLESS_USER, "--", "env", f"XDG_RUNTIME_DIR=/run/user/{uid}", *argv]
 
 
+def slurm_node_command(node: str, *argv: str) -> list[str]:
+    """``argv`` run as the rootless test user on a node of the test cluster: in that node's
+    slurmd's mount namespace, where its own rootless store is (scripts/setup-slurm.sh)."""
+    pid = _slurmd_pid(node)
+    if os.geteuid() != 0 or pid is None:
+        return as_test_user(*argv)
+    return ["nsenter", f"--mount=/proc/{pid}/ns/mnt", "--", *as_test_user(*argv)]
+
+
+def _slurmd_pid(node: str) -> str | None:
+    """The pid of ``node``'s slurmd (its ``SlurmdPidFile`` in the test cluster's slurm.conf)."""
+    try:
+        with open(SLURM_CONF) as conf:
+            lines = [x.split("=", 1)[1].strip() for x in conf if x.startswith("SlurmdPidFile=")]
+        with open(lines[0].replace("%n", node)) as pidfile:
+            pid = pidfile.read().strip()
+    except (OSError, IndexError):
+        return None
+    return pid if pid.isdigit() and os.path.exists(f"/proc/{pid}") else None
+
+
 def slurm_env() -> dict[str, str]:
     return {**os.environ, "SLURM_CONF": SLURM_CONF}
 
@@ -168,8 +189,7 @@ def slurm_nodes() -> list[str]:
 def slurm_leftovers() -> list[str]:
     """Our jobs still in the queue (``job:ID``) and our containers on the nodes (``container:NAME``).
 
-    Containers are counted on this cluster's nodes only: a second cluster on the same host (see
-    scripts/setup-slurm.sh) shares the test user's container store."""
+    Containers are counted in each node's own store (see scripts/setup-slurm.sh)."""
     import subprocess
 
     jobs = subprocess.run(
@@ -180,19 +200,21 @@ def slurm_leftovers() -> list[str]:
         timeout=30,
     )
     found = [f"job:{line.strip()}" for line in jobs.stdout.splitlines() if line.strip()]
-    ps = subprocess.run(
-        as_test_user("podman", "ps", "--all", f"--filter=label={LABEL}", "--format={{.Names}}"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    nodes = tuple(f"-{node}" for node in slurm_nodes())
-    found += [
-        f"container:{name}"
-        for name in ps.stdout.split()
-        if name.startswith("oci-slurm-") and name.endswith(nodes)
-    ]
-    return sorted(found)
+    for node in slurm_nodes():
+        ps = subprocess.run(
+            slurm_node_command(
+                node, "podman", "ps", "--all", f"--filter=label={LABEL}", "--format={{.Names}}"
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        found += [
+            f"container:{name}"
+            for name in ps.stdout.split()
+            if name.startswith("oci-slurm-") and name.endswith(f"-{node}")
+        ]
+    return sorted(set(found))
 
 
 def _client(backend: str, addr: str):  # type: ignore[no-untyped-def]
@@ -311,12 +333,8 @@ def container_attrs(backend: str, addr: str, container_id: str) -> dict:  # type
     if backend == "slurm":
         import json
 
-        user = ROOTLESS_USER if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
-        uid = pwd.getpwnam(user).pw_uid
-        argv = ["podman", "inspect", container_id]
-        runtime = f"/run/user/{uid}" if os.path.isdir(f"/run/user/{uid}") else f"/tmp/podman-run-{uid}"
-        if os.geteuid() == 0:
-            argv = ["runuser", "-u", user, "--", "env", f"XDG_RUNTIME_DIR={runtime}", *argv]
+        node = container_id.rsplit("-", 1)[-1]  # oci-slurm-<job>-<node>: in that node's store
+        argv = slurm_node_command(node, "podman", "inspect", container_id)
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
         return dict(json.loads(done.stdout)[0])
     client = _client(backend, addr)

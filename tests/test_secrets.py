@@ -60,23 +60,37 @@ def _found(data: bytes, where: str) -> list[str]:
     return [f"{where} holds the {'env' if v == VALUES[0] else 'file'} secret" for v in VALUES if v in data]
 
 
-def _engine_cli(target: Target) -> list[str]:
+def _engine_clis(target: Target) -> list[list[str]]:
+    """The Podman or Docker command(s) that see the target's containers (Slurm: each node's)."""
     if target.backend == "docker":
-        return ["docker", "-H", target.address]
+        return [["docker", "-H", target.address]]
     if target.id == "podman":
-        return ["podman"]
-    return engines.as_test_user("podman")  # rootless, and Slurm's containers on the node
+        return [["podman"]]
+    if target.backend == "slurm":
+        return [engines.slurm_node_command(node, "podman") for node in engines.slurm_nodes()]
+    return [engines.as_test_user("podman")]
+
+
+def _engine_cli(target: Target, container: str) -> list[str]:
+    """The command that sees ``container``."""
+    if target.backend == "slurm":  # oci-slurm-<job>-<node>
+        return engines.slurm_node_command(container.rsplit("-", 1)[-1], "podman")
+    return _engine_clis(target)[0]
 
 
 def _containers(target: Target, dispatch_id: str) -> list[str]:
+    """Names (Slurm) or IDs of the dispatch's containers."""
     label = f"label=io.oci-executor.dispatch-id={dispatch_id}"
-    ps = subprocess.run(
-        [*_engine_cli(target), "ps", "-q", "--no-trunc", "--filter", label],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return ps.stdout.split()
+    found = []
+    for cli in _engine_clis(target):
+        ps = subprocess.run(
+            [*cli, "ps", "--no-trunc", "--filter", label, "--format", "{{.Names}}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        found += ps.stdout.split()
+    return found
 
 
 def _host_processes(server: str) -> list[str]:
@@ -119,11 +133,11 @@ INSIDE = (
 
 
 def _inside(target: Target, container: str) -> list[str]:
-    cli = _engine_cli(target)
+    cli = _engine_cli(target, container)
     found = []
     inspect = subprocess.run([*cli, "inspect", container], capture_output=True, timeout=60)
     assert inspect.returncode == 0, inspect.stderr
-    found += _found(inspect.stdout, f"`inspect` of container {container[:12]}")
+    found += _found(inspect.stdout, f"`inspect` of container {container[:40]}")
     procs = subprocess.run(
         [*cli, "exec", container, "python3", "-c", INSIDE], capture_output=True, timeout=60
     )
@@ -207,7 +221,9 @@ def _wait_gone(target: Target, dispatch_id: str) -> None:
             time.sleep(0.5)
         return
     for container in _containers(target, dispatch_id):
-        subprocess.run([*_engine_cli(target), "rm", "-f", container], capture_output=True, timeout=60)
+        subprocess.run(
+            [*_engine_cli(target, container), "rm", "-f", container], capture_output=True, timeout=60
+        )
     deadline = time.monotonic() + 30
     while _containers(target, dispatch_id) and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -274,7 +274,9 @@ def test_an_image_missing_on_the_node_names_the_fix(slurm: Target) -> None:
     executor = slurm.executor(pull_policy="never")
     executor.image = "localhost/oci-executor-test/absent:1"
     with pytest.raises(
-        ImageNotFoundError, match=r"not in the rootless image store of uid \d+ on node \w+.*podman load"
+        ImageNotFoundError,
+        match=r"not in the rootless image store of uid \d+ on node \w+.*nor is it in \w+'s image store on "
+        r"this host.*podman load",
     ):
         executor.run_sync(node_name, [], {}, META)
 
@@ -325,7 +327,8 @@ def test_the_next_job_on_a_node_removes_a_container_whose_job_is_gone(slurm: Tar
     name = f"{_slurm.CONTAINER_PREFIX}999999-{node}"  # a job id the test cluster never reached
     labels = [engines.LABEL, f"{_slurm.JOB_LABEL}=999999", f"{_slurm.NODE_LABEL}={node}"]
     started = subprocess.run(
-        engines.as_test_user(
+        engines.slurm_node_command(  # in the node's own store
+            node,
             "podman",
             "run",
             "-d",

@@ -121,7 +121,8 @@ class SlurmBackend(Backend):
 
     def create(self, spec: ContainerSpec) -> Container:
         """One ``srun`` makes the job and runs its start step (:mod:`.alloc`); it returns once
-        the step runs on a node. The node's checks and the image come next, on the channel."""
+        the step runs on a node and has the image there (pulled per ``pull_policy``, else
+        streamed from this host's store: :mod:`.images`)."""
         if not spec.command:
             raise ConfigurationError("a container needs a main process (ContainerSpec.command)")
         if not s.installed():
@@ -143,7 +144,7 @@ class SlurmBackend(Backend):
         ]
         script = s.NODE_CHECKS + s.START
         owner = listing.comment(this_owner(), spec.labels)
-        started = alloc.start(self.cli, spec, owner, script, [spec.image, self.config.pull_policy, *run])
+        started = alloc.start(self.cli, spec, owner, script, self.config.pull_policy, run)
         container_id = f"{s.CONTAINER_PREFIX}{started.job_id}-{started.node}"
         with self._lock:
             self._steps[container_id] = started.process

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 from oci_executor.backend import ContainerSpec
 from oci_executor.backends.slurm import cli as s
+from oci_executor.backends.slurm import images
+from oci_executor.backends.slurm.steps import read_line
 from oci_executor.errors import BackendError, ConfigurationError, EngineUnavailableError
 
 log = logging.getLogger(__name__)
@@ -64,13 +66,17 @@ def srun_argv(cli: s.Cli, spec: ContainerSpec, comment: str, script: str, args: 
     ]
 
 
-def start(cli: s.Cli, spec: ContainerSpec, comment: str, script: str, args: list[str]) -> Started:
-    """Start the step; return once it runs on a node (raise, cancelled, if it cannot)."""
+def start(
+    cli: s.Cli, spec: ContainerSpec, comment: str, script: str, policy: str, args: list[str]
+) -> Started:
+    """Start the step with ``spec.image``, the pull ``policy`` and ``args``; return once it runs
+    on a node and has the image there (streamed from this host if the node lacks it and cannot
+    pull it, :mod:`.images`); raise, the job cancelled, if it cannot."""
     token = uuid.uuid4().hex[:16]
     stderr_fd = _held_tempfile()
     try:
         process = subprocess.Popen(
-            srun_argv(cli, spec, f"{comment} token={token}", script, args),
+            srun_argv(cli, spec, f"{comment} token={token}", script, [spec.image, policy, *args]),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr_fd,
@@ -84,6 +90,7 @@ def start(cli: s.Cli, spec: ContainerSpec, comment: str, script: str, args: list
         raise EngineUnavailableError(s.not_installed()) from None
     try:
         job_id, node = _wait_ready(cli, spec, process, token, stderr_fd)
+        images.await_image(cli, process, job_id, node, spec.image, policy, lambda: stderr_text(stderr_fd))
     except BaseException:
         _abandon(cli, process, token)
         os.close(stderr_fd)
@@ -102,19 +109,6 @@ def stderr_text(fd: int) -> str:
     return s.decode(os.pread(fd, 1 << 20, 0))
 
 
-def _read_line(process: subprocess.Popen[bytes]) -> bytes:
-    """One line of the step's stdout, byte by byte (what follows is the runner's)."""
-    assert process.stdout is not None
-    fd = process.stdout.fileno()
-    line = bytearray()
-    while not line.endswith(b"\n"):
-        byte = os.read(fd, 1)
-        if not byte:
-            break
-        line += byte
-    return bytes(line)
-
-
 def _wait_ready(
     cli: s.Cli, spec: ContainerSpec, process: subprocess.Popen[bytes], token: str, stderr_fd: int
 ) -> tuple[str, str]:
@@ -126,7 +120,7 @@ def _wait_ready(
     while True:
         readable, _, _ = select.select([process.stdout], [], [], wait)
         if readable:
-            line = _read_line(process)
+            line = read_line(process)
             fields = line.decode("utf-8", "replace").split()
             if len(fields) == 3 and fields[0] == s.READY:
                 return fields[1], fields[2]

@@ -22,8 +22,11 @@ from oci_executor.backends.slurm.options import slurm_options
 from oci_executor.backends.slurm.scripts import (  # noqa: F401 - re-exported: what the backend reads
     ACTIVE_STATES,
     CONTAINER_PREFIX,
+    IMAGE_LINE,
     JOB_LABEL,
     JOB_NAME,
+    LOAD,
+    LOAD_EXIT,
     NO_IMAGE_EXIT,
     NO_PODMAN_EXIT,
     NODE_CHECKS,
@@ -33,6 +36,7 @@ from oci_executor.backends.slurm.scripts import (  # noqa: F401 - re-exported: w
     PULL_EXIT,
     READY,
     RUNTIME_DIR_EXIT,
+    SAVE,
     START,
 )
 from oci_executor.errors import (
@@ -264,9 +268,9 @@ def node_error(stderr: str, exit_code: int, spec_image: str, node: str) -> OCIEx
             else "check its name and the node's access to the registry"
         )
         return cls(
-            f"{line[len(NODE_ERROR) :].strip()}{detail}. The image must be in the rootless store of the "
-            "user running the jobs on every node: load it there (`podman load -i image.tar` as that user, "
-            f"on each node or on a shared store), or {fix}.",
+            f"{line[len(NODE_ERROR) :].strip()}{detail}. A node that lacks the image and cannot pull it gets it "
+            "streamed from the jobs' user's store on this host: keep it there (`podman image exists IMAGE`), "
+            f"load it on the node by hand (`srun -w NODE podman load -i image.tar`), or {fix}.",
             image=spec_image,
         )
     return None

@@ -1,6 +1,7 @@
 """The slurm backend's findings for ``oci-executor doctor``: the controller, the job's request
 (partition, account, qos, limits: ``sbatch --test-only``), ``srun --overlap``, and one node
-that runs rootless Podman and holds the image (a one-second job)."""
+that runs rootless Podman and holds the image (a one-second job), or this host's store from
+which a task would stream it there."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from oci_executor.backend import ContainerSpec
 from oci_executor.backends.slurm import cli as s
+from oci_executor.backends.slurm import images
 from oci_executor.errors import OCIExecutorError
 from oci_executor.findings import Finding, skipped
 
@@ -140,24 +142,30 @@ def _node(cli: s.Cli, spec: ContainerSpec, pull_policy: str) -> list[Finding]:
         findings.append(
             Finding(NAME, "image", "ok", f"image {spec.image} is in the rootless store on node {node}")
         )
-    elif pull_policy == "never":
-        findings.append(
-            Finding(
-                NAME,
-                "image",
-                "fail",
-                f"image {spec.image} is not in the rootless store on node {node}, and pull_policy is never",
-                "`podman load` it on the nodes as the jobs' user, or pull_policy='missing'",
-            )
-        )
     else:
-        findings.append(
-            Finding(
-                NAME,
-                "image",
-                "warn",
-                f"image {spec.image} is not in the rootless store on node {node}: the first task there pulls it",
-                f"`srun podman pull {spec.image}` once per node saves the first task that time",
-            )
-        )
+        findings.append(_missing_image(cli, spec.image, node, pull_policy))
     return findings
+
+
+def _missing_image(cli: s.Cli, image: str, node: str, pull_policy: str) -> Finding:
+    """The node lacks the image: the first task there pulls it, or streams it from this host."""
+    size, _ = images.local_size(cli, image)
+    pull = "pulls it (pull_policy='missing') or, if it cannot, " if pull_policy != "never" else ""
+    if size is not None:
+        return Finding(
+            NAME,
+            "image",
+            "warn",
+            f"image {image} is not in the rootless store on node {node}: the first task there "
+            f"{pull}streams it from this host's store ({size / 1e6:.0f} MB), once per node",
+            f"`srun -w {node} podman load -i image.tar` (or `podman pull {image}` there) saves the first task that time",
+        )
+    return Finding(
+        NAME,
+        "image",
+        "warn" if pull else "fail",
+        f"image {image} is not in the rootless store on node {node}, nor in this host's store to stream it "
+        f"from{': the first task there must pull it' if pull else ', and pull_policy is never'}",
+        f"`podman pull {image}` (or `podman load -i image.tar`) here as the jobs' user: it is then streamed "
+        "to the nodes that lack it",
+    )

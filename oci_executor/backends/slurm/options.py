@@ -24,7 +24,7 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 NOTES: dict[str, str] = {
-    "image": "image in the node user's rootless store (or pullable there)",
+    "image": "image in the node user's rootless store, pullable there, or streamed there from the user's store on the submit host",
     "backend": '`"slurm"` (never picked by `"auto"`)',
     "pids_limit": "`podman run --pids-limit` and `--ulimit nproc` (rootless, see docs/options.md)",
     "address": "path of the cluster's `slurm.conf` (as `SLURM_CONF`); empty: `SLURM_CONF`, else Slurm's default; root only: `USER@PATH` runs the jobs as USER",

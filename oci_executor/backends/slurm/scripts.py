@@ -24,6 +24,7 @@ RUNTIME_DIR_EXIT = 97
 NO_PODMAN_EXIT = 98
 NO_IMAGE_EXIT = 95
 PULL_EXIT = 96
+LOAD_EXIT = 94
 
 NODE_CHECKS = rf"""
 oci_node() {{
@@ -56,6 +57,11 @@ NODE_PRELUDE = NODE_CHECKS + "oci_node || exit $?\n"
 
 READY = "oci-executor-step-on"
 """The start step's first line: ``READY <job id> <node>`` (the allocation is made, the step runs)."""
+IMAGE_LINE = "oci-executor-image"
+"""The start step's next lines: ``IMAGE_LINE ok`` (the image is on the node: the container
+starts), ``IMAGE_LINE waiting`` (another job is loading it there), ``IMAGE_LINE wanted UID``
+(neither on the node nor pullable there: the step waits for one line on its stdin, ``loaded``
+once the driver has streamed it in, :mod:`.images`)."""
 
 START = rf"""
 NAME={CONTAINER_PREFIX}$SLURM_JOB_ID-$SLURMD_NODENAME
@@ -74,16 +80,29 @@ trap 'gone; exit 143' TERM INT HUP
     podman rm -f -t 0 "$c" >/dev/null 2>&1
   done
 ) </dev/null >/dev/null 2>&1 &
-if [ "$policy" = always ] || ! podman image exists "$img"; then
-  if [ "$policy" = never ]; then
-    echo "{NODE_ERROR} image $img is not in the rootless image store of uid $u on node $h" >&2
-    exit {NO_IMAGE_EXIT}
+have() {{ podman image exists "$img" </dev/null 9>&-; }}
+if [ "$policy" = always ] || ! have; then
+  if [ "$policy" = never ] || ! podman pull -q "$img" </dev/null >/dev/null 9>&-; then
+    if have; then  # pull_policy="always", and the pull failed
+      echo "{NODE_ERROR} could not pull image $img on node $h" >&2
+      exit {PULL_EXIT}
+    fi
+    # Not on the node, not pullable here: the driver streams it from its own store, once per
+    # node and image (a lock; a job that waits finds the image loaded when it gets the lock).
+    exec 9>"$XDG_RUNTIME_DIR/oci-executor-image-$h-$(printf %s "$img" | cksum | cut -d' ' -f1).lock"
+    flock -n 9 2>/dev/null || {{ echo "{IMAGE_LINE} waiting"; flock 9 2>/dev/null; }}
+    if ! have; then
+      echo "{IMAGE_LINE} wanted $u"
+      read -r reply || reply=
+      if [ "$reply" != loaded ] || ! have; then
+        echo "{NODE_ERROR} image $img was not loaded into the rootless image store of uid $u on node $h" >&2
+        exit {NO_IMAGE_EXIT}
+      fi
+    fi
+    exec 9>&-
   fi
-  podman pull -q "$img" >/dev/null || {{
-    echo "{NODE_ERROR} could not pull image $img on node $h" >&2
-    exit {PULL_EXIT}
-  }}
 fi
+echo "{IMAGE_LINE} ok"
 args=()
 for a in "$@"; do  # the job and node are known here only
   case $a in
@@ -102,6 +121,28 @@ exit $code
 """
 """The job's one step, run by the ``srun`` that makes the allocation (after NODE_CHECKS): it
 says where it runs, checks the node, sweeps the node, has the image (pulled per the pull
-policy), then runs ``podman run -i`` on the step's pipes. Its trap removes the container on
+policy, else streamed from the driver's store: :mod:`.images`), then runs ``podman run -i`` on the step's pipes. Its trap removes the container on
 ``scancel`` and at the time limit (Slurm would kill only the podman client; conmon would keep
 the container); when the container ends, so does the job."""
+
+LOAD = rf"""
+img=$1
+out=$(podman load 2>&1) || {{
+  echo "{NODE_ERROR} podman load failed on node $h: $(printf '%s' "$out" | tail -n 3 | tr '\n' ' ')" >&2
+  exit {LOAD_EXIT}
+}}
+if ! podman image exists "$img"; then
+  echo "{NODE_ERROR} the stream held no image $img ($(printf '%s' "$out" | tail -n 1)) on node $h" >&2
+  exit {LOAD_EXIT}
+fi
+printf '%s\n' "$out" | tail -n 1
+"""
+"""A step loading the image archive on its stdin (``podman save`` on the driver's host) into
+the job user's rootless store on the node (after NODE_CHECKS)."""
+SAVE = r"""
+img=$1
+if [ "$2" = size ]; then exec podman image inspect --format '{{.Size}}' "$img"; fi
+exec podman save "$img"
+"""
+"""Run on the driver's host as the jobs' user (after NODE_CHECKS): the image's size, or the
+image as an archive on stdout."""

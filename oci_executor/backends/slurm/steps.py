@@ -3,6 +3,7 @@ runner's channel."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 
@@ -21,6 +22,19 @@ def parse_handle(container_id: str) -> tuple[str, str]:
     if not match:
         raise ContainerNotFoundError(f"{container_id!r} is not a slurm backend container handle")
     return match.group(1), match.group(2)
+
+
+def read_line(process: subprocess.Popen[bytes]) -> bytes:
+    """One line of a step's stdout, byte by byte (what follows is the runner's)."""
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        byte = os.read(fd, 1)
+        if not byte:
+            break
+        line += byte
+    return bytes(line)
 
 
 class StepChannel(PipeChannel):
