@@ -23,6 +23,7 @@ from oci_executor.labels import MANAGED_LABEL  # noqa: F401 - part of the contra
 
 if TYPE_CHECKING:
     from oci_executor.channel import Channel
+    from oci_executor.environments.volumes import EngineVolumes
     from oci_executor.parsing import Option
 
 
@@ -277,6 +278,11 @@ class Backend(abc.ABC):
     def image_id(self, image: str) -> str | None:
         """The ID of ``image`` in the engine's store, or None if absent or unknown (optional;
         environments use it to find an image's facts without starting a container)."""
+        return None
+
+    def environment_volumes(self) -> EngineVolumes | None:
+        """Named volumes where a remote engine keeps environments (see docs/environments.md);
+        None (the default): environments are folders of this machine's store, bind-mounted."""
         return None
 
     def diagnose(self, spec: ContainerSpec, pull_policy: str) -> list[Finding]:

@@ -871,8 +871,11 @@ def measure_target(target: Target, options: argparse.Namespace, server: bool) ->
     if options.observability_only:
         rows += guarded("live output", lambda: live_latency_figure(target, image))
         return rows + guarded("tracing", lambda: tracing_figure(target, image, max(options.tasks, 200)))
-    if target.local_address:  # a remote engine: what ssh adds to a warm task
-        return guarded("warm task over ssh", lambda: warm_ssh_figure(target, image, options.tasks))
+    if target.local_address:  # a remote engine: what ssh adds to a warm task (and packages there)
+        rows += guarded("warm task over ssh", lambda: warm_ssh_figure(target, image, options.tasks))
+        if options.environments:
+            rows += guarded("environments", lambda: environment_rows(target, image, options.tasks))
+        return rows
     if target.is_engine and not target.cli:
         print("  cold task: skipped (no engine CLI on PATH for the `run --rm` floor)")
     else:
@@ -1145,8 +1148,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(options)
     finally:
+        prune_environments(envs)
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(envs, ignore_errors=True)
+
+
+def prune_environments(envs: str) -> None:
+    """Remove the run's environments, and their copies on remote engines (named volumes there)."""
+    from oci_executor.environments import store
+    from oci_executor.pool import POOL
+
+    POOL.drain()
+    store.release_uses()
+    argv = [sys.executable, "-m", "oci_executor.cli", "env", "prune"]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, env={**os.environ, "OCI_EXECUTOR_ENV_DIR": envs}
+    )
+    last = (done.stdout.strip().splitlines() or [""])[-1]
+    if done.returncode != 0 or not last.endswith(", 0 in use"):
+        print(f"env prune of {envs}: {done.stdout[-500:]} {done.stderr[-500:]}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from oci_executor.environments import store
+from oci_executor.environments import store, volumes
 from oci_executor.errors import EnvironmentBuildError
 from tests import engines, package_index, tasks
 from tests.conftest import Target, _leaving_nothing
@@ -88,7 +88,14 @@ def env_store(index: Index, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setattr(attach, "_memo", {})
     index.requests.clear()
     yield root
+    _prune_remote_copies(root)
     subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+def _prune_remote_copies(root: Path) -> None:
+    """Remove what a store copied to remote engines (named volumes), so none stays on them."""
+    if (root / "engines").is_dir() and os.listdir(root / "engines"):
+        _cli("env", "prune", env={**os.environ, "OCI_EXECUTOR_ENV_DIR": str(root)})
 
 
 def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
@@ -291,6 +298,7 @@ def server_store(index: Index) -> Iterator[Path]:
     try:
         with running_server({"executors.oci.image": engines.test_image()}):
             yield root
+        _prune_remote_copies(root)  # the server is gone: nothing holds them now
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -349,3 +357,181 @@ def test_a_workflow_with_packages_through_covalent_then_from_the_cache(
         text = handle.read()
     assert "oci_executor.environments: environment: resolving ocitest-beta==1.0 for" in text
     assert "installing 1 wheels" in text
+
+
+# -- remote engines over ssh: built here, copied there once, mounted from there --------------
+
+
+def _engine_volumes(target: Target) -> dict[str, dict[str, str]]:
+    """Our environment volumes on a remote target's engine, listed through its local socket."""
+    client = engines._client(target.backend, target.local_address)
+    try:
+        found = client.volumes.list(filters={"label": volumes.KEY})
+        return {str(v.name): dict(v.attrs.get("Labels") or {}) for v in found}
+    finally:
+        client.close()
+
+
+def _helpers(target: Target) -> list[str]:
+    client = engines._client(target.backend, target.local_address)
+    try:
+        return engines.container_ids(client, volumes.HELPER)
+    finally:
+        client.close()
+
+
+def _in_another_process(target: Target, **options: object) -> str:
+    """Run ``tasks.uses_packages`` on ``target`` in a fresh process; its value (or traceback)."""
+    code = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
+from tests import tasks
+from tests.conftest import Target
+target = Target(*{(target.id, target.backend, target.address, target.image, target.identity, target.local_address)!r})
+outcome = target.executor(keep_warm=0, **{options!r}).run_sync(tasks.uses_packages, [], {{}}, {META!r})
+print(outcome.load_value() if outcome.ok else outcome.traceback)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    return (done.stdout.strip().splitlines() or [done.stderr[-2000:]])[-1]
+
+
+def test_a_remote_engine_gets_one_copy_then_takes_it_from_there_then_prune(
+    env_store: Path, index: Index, remote_target: Target
+) -> None:
+    before = set(_engine_volumes(remote_target))
+    expected = "ocitest-alpha 1.0|ocitest-beta 2.0|/opt/oci-executor/env"
+    assert _in_another_process(remote_target, packages=["ocitest-alpha"]) == expected
+    assert len(index.wheel_downloads()) == 2  # resolved and downloaded on this host
+    made = {name: labels for name, labels in _engine_volumes(remote_target).items() if name not in before}
+    (marker,) = [name for name, labels in made.items() if labels[volumes.ROLE] == "ready"]
+    key = made[marker][volumes.KEY]
+    data = made[marker][volumes.DATA]
+    assert sorted(made) == sorted([marker, data]) and made[data][volumes.ROLE] == "data"
+    assert _helpers(remote_target) == []
+
+    # Another process, without this host's copy: no pip, no copy; the engine's volume serves it.
+    subprocess.run(["rm", "-rf", str(env_store / "envs" / key)], check=True)
+    index.requests.clear()
+    assert _in_another_process(remote_target, packages=["ocitest-alpha"]) == expected
+    assert index.requests == []
+    assert set(_engine_volumes(remote_target)) - before == {marker, data}  # no second build
+
+    listed = _cli("env", "ls")
+    row = next(line for line in listed.stdout.splitlines() if line.startswith(key))
+    assert (
+        "ocitest_alpha==1.0, ocitest_beta==2.0" in row
+        and f"volume on {remote_target.backend} at ssh://" in row
+    )
+
+    # Never one in use: a container (not even started) that mounts it keeps it.
+    client = engines._client(remote_target.backend, remote_target.local_address)
+    try:
+        holder = client.containers.create(
+            remote_target.image, command=["python3", "-c", ""], volumes={data: {"bind": "/env", "mode": "ro"}}
+        )
+        try:
+            pruned = _cli("env", "prune")
+            assert f"kept {key} on {remote_target.backend} at ssh://" in pruned.stdout, pruned
+            assert "in use by a container" in pruned.stdout
+        finally:
+            holder.remove(force=True)
+    finally:
+        client.close()
+    pruned = _cli("env", "prune")
+    assert f"removed {key} from {remote_target.backend} at ssh://" in pruned.stdout, pruned
+    assert set(_engine_volumes(remote_target)) - before == set()
+
+
+def test_two_processes_racing_for_a_remote_engine_copy_it_once(
+    env_store: Path, index: Index, remote_target: Target
+) -> None:
+    before = set(_engine_volumes(remote_target))
+    argv = [sys.executable, "-m", "oci_executor.cli", "env", "build", "--backend", remote_target.backend]
+    argv += ["--address", remote_target.address, "--ssh-identity", remote_target.identity]
+    argv += ["--image", remote_target.image, "ocitest-alpha"]
+    racers = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    outputs = [r.communicate(timeout=300) for r in racers]
+    assert [r.returncode for r in racers] == [0, 0], outputs
+    said = {out.strip().splitlines()[-1].rsplit(" ", 1)[-1] for out, _ in outputs}
+    made = set(_engine_volumes(remote_target)) - before
+    assert len(said) == 1 and len(made) == 2 and said <= made, (said, made)  # one marker, one copy
+    assert len(index.wheel_downloads()) == 2, index.requests
+    assert _helpers(remote_target) == []
+
+
+def test_a_workflow_with_packages_on_a_remote_engine_through_covalent_then_from_the_cache(
+    server_store: Path, index: Index, remote_target: Target
+) -> None:
+    import covalent as ct
+
+    before = set(_engine_volumes(remote_target))
+    workflow = package_workflow(remote_target.executor(), remote_target.executor(packages=["ocitest-alpha"]))
+    expected = ["ocitest-beta 1.0", "ocitest-alpha 1.0", "ocitest-beta 2.0"]
+    made: dict[str, set[str]] = {}
+    for attempt in ("first", "cached"):
+        index.requests.clear()
+        result = ct.get_result(ct.dispatch(workflow)(), wait=True)
+        nodes = [result.get_node_result(i) for i in range(2)]
+        details = [(n["node_name"], n["status"], n["error"], n["stderr"]) for n in nodes]
+        assert str(result.status) == "COMPLETED", f"{attempt}: {result.error} {details}"
+        assert result.result == expected
+        made[attempt] = set(_engine_volumes(remote_target)) - before
+    assert index.requests == []  # the second dispatch resolved nothing
+    # Two environments (DepsPip's, the option's): a marker and a copy each, made once.
+    assert len(made["first"]) == 4 and made["cached"] == made["first"], made
+    assert _helpers(remote_target) == []
+
+
+def test_what_a_killed_remote_copier_left_is_never_used_and_goes(
+    env_store: Path, index: Index, remote_target: Target
+) -> None:
+    """A copier killed mid-copy leaves an unpublished volume and its helper (made here as it
+    would: labelled with this host and a PID that is dead); the next build sweeps both."""
+    import socket
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    builder = f"{socket.gethostname()}:{dead.stdout.strip()}"
+    first = _cli(*_build_argv(remote_target), "ocitest-beta==1.0")
+    assert first.returncode == 0, first.stderr
+    data = first.stdout.strip().splitlines()[-1].rsplit(" ", 1)[-1]
+    key = _engine_volumes(remote_target)[data][volumes.KEY]
+    assert _cli("env", "prune").returncode == 0  # nothing on the engine now; the key is known
+    client = engines._client(remote_target.backend, remote_target.local_address)
+    half = f"oci-env-{key}-deadbeef"
+    try:
+        client.volumes.create(
+            name=half, labels={volumes.KEY: key, volumes.ROLE: "data", volumes.BUILDER: builder}
+        )
+        client.containers.create(
+            remote_target.image,
+            command=["python3", "-c", ""],
+            labels={volumes.HELPER: key, volumes.BUILDER: builder},
+            volumes={half: {"bind": "/opt/oci-executor/env", "mode": "rw"}},
+        )
+        again = _cli(*_build_argv(remote_target), "ocitest-beta==1.0")
+        assert again.returncode == 0, again.stderr
+        published = again.stdout.strip().splitlines()[-1].rsplit(" ", 1)[-1]
+        assert published != half
+        mine = {name for name, labels in _engine_volumes(remote_target).items() if labels[volumes.KEY] == key}
+        assert mine == {f"oci-env-{key}", published}  # the half-copied volume is gone
+        assert _helpers(remote_target) == []
+    finally:
+        for helper in _helpers(remote_target):
+            client.containers.get(helper).remove(force=True)
+        for name in _engine_volumes(remote_target):
+            if name == half:
+                client.volumes.get(name).remove(force=True)
+        client.close()
+
+
+def _build_argv(target: Target) -> list[str]:
+    return ["env", "build", "--backend", target.backend, "--address", target.address] + [
+        "--ssh-identity",
+        target.identity,
+        "--image",
+        target.image,
+    ]

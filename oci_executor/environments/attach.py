@@ -4,7 +4,8 @@
 options and the task's DepsPip steps, which it takes out of the payload). :func:`apply`, which
 the engine core calls with them and with the host's pins of compiled modules the image lacks
 (:mod:`oci_executor.provide`), finds or builds the environment for the image, and returns the
-spec with the environment mounted read-only at :data:`MOUNT` (engines) or named directly (local), plus
+spec with the environment mounted read-only at :data:`MOUNT` (engines; a remote engine mounts its
+own copy, a named volume: :mod:`.volumes`) or named directly (local), plus
 ``OCI_EXECUTOR_SITE``, which the runner puts first on ``sys.path``. Containers of another
 environment have another spec, so the warm pool never mixes them.
 
@@ -20,17 +21,21 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oci_executor.backend import Backend, ContainerSpec, Volume
 from oci_executor.environments import requirements as reqs
-from oci_executor.environments import store
+from oci_executor.environments import store, volumes
 from oci_executor.environments.build import Environment, Progress
-from oci_executor.environments.ensure import ensure
+from oci_executor.environments.ensure import ensure, indexed_key
 from oci_executor.environments.image import ImageFacts, host_facts, load_facts, parse_probe, probe_function
 from oci_executor.errors import ConfigurationError
 from oci_executor.task import TaskPayload
+
+if TYPE_CHECKING:
+    from oci_executor.environments.volumes import EngineVolumes
 
 log = logging.getLogger("oci_executor.environments")
 
@@ -116,43 +121,81 @@ def environment_for(
     progress: Progress | None = None,
     refresh: bool = False,
 ) -> Environment:
-    """The environment of ``requirements`` for ``spec``'s image on ``backend`` (built if missing)."""
+    """The environment of ``requirements`` for ``spec``'s image on ``backend`` (built if missing;
+    on a remote engine, copied there once: see :mod:`.volumes`)."""
     _check_backend(backend)
     memo = (backend.describe(), spec.image, requirements, wheels_only)
     found = None if refresh else _memo.get(memo)
-    if found is not None and os.path.isdir(found.path):
+    if found is not None and (found.volume or os.path.isdir(found.path)):
         return found
     with _lock:  # one build per process at a time; other processes wait on the store's locks
         image_id, facts = image_identity(backend, spec)
-        found = ensure(
-            requirements,
-            image_id,
-            spec.image,
-            facts,
-            wheels_only=wheels_only,
-            progress=progress,
-            engine=backend.describe(),
-            refresh=refresh,
-        )
+        remote = backend.environment_volumes()
+        found = None
+        if remote is not None and not refresh:
+            found = _on_engine(backend, remote, image_id, facts, requirements, wheels_only)
+        if found is None:
+            found = ensure(
+                requirements,
+                image_id,
+                spec.image,
+                facts,
+                wheels_only=wheels_only,
+                progress=progress,
+                engine=backend.describe(),
+                refresh=refresh,
+            )
+        if remote is not None and not found.volume:
+            found = _copy_to_engine(backend, remote, found, spec)
         _memo[memo] = found
     return found
 
 
+def _on_engine(
+    backend: Backend,
+    remote: EngineVolumes,
+    image_id: str,
+    facts: ImageFacts,
+    requirements: tuple[str, ...],
+    wheels_only: bool,
+) -> Environment | None:
+    """The environment this set resolved to before, if the remote engine holds its copy (no pip,
+    and no need for the copy on this machine)."""
+    key = indexed_key(image_id, facts, requirements, wheels_only)
+    data = volumes.find(remote, key) if key else None
+    if key is None or data is None:
+        return None
+    store.hold_for_use(key)
+    store.touch(key, backend.describe())
+    return Environment(key, store.env_dir(key), requirements, volume=data)
+
+
+def _copy_to_engine(
+    backend: Backend, remote: EngineVolumes, env: Environment, spec: ContainerSpec
+) -> Environment:
+    """``env`` copied into a named volume on the remote engine (once per key), and remembered."""
+    started = time.monotonic()
+    config = getattr(backend, "config", None)
+    volumes.remember(
+        backend.name,
+        str(getattr(config, "address", "") or ""),
+        str(getattr(config, "ssh_identity", "") or ""),
+        remote.where(),
+    )
+    data = volumes.publish(remote, env, spec.image, spec.python, MOUNT)
+    log.info(
+        "environment %s on %s: volume %s (%.1f s)", env.key, remote.where(), data, time.monotonic() - started
+    )
+    return dataclasses.replace(env, volume=data)
+
+
 def _check_backend(backend: Backend) -> None:
-    address = str(getattr(getattr(backend, "config", None), "address", "") or "")
     if backend.name == "slurm" and not os.environ.get("OCI_EXECUTOR_ENV_DIR"):
         raise ConfigurationError(
             "declared packages on the slurm backend need a shared folder every node mounts at "
             "the same path, readable by the job's user: set OCI_EXECUTOR_ENV_DIR to it (where the "
             "tasks are driven: the Covalent server's environment). Environments are built there "
             "once, under a flock lock, and mounted read-only by each node's Podman."
-        )
-    if address.startswith("ssh://"):
-        raise ConfigurationError(
-            f"declared packages are not supported on the {backend.name} backend"
-            f"{' at ' + address if address else ''} yet: environments live on this machine and are "
-            "mounted from here. Bake the packages into the image (a Dockerfile with "
-            "`RUN pip install ...`), or run the task on a local engine."
         )
 
 
@@ -185,7 +228,7 @@ def with_environment(spec: ContainerSpec, backend: Backend, env: Environment) ->
     return dataclasses.replace(
         spec,
         env={**spec.env, SITE_VARIABLE: MOUNT},
-        volumes=(*spec.volumes, Volume(env.path, MOUNT, read_only=True)),
+        volumes=(*spec.volumes, Volume(env.volume or env.path, MOUNT, read_only=True)),
         labels={**spec.labels, LABEL: env.key},
     )
 
@@ -199,7 +242,7 @@ def apply(
     if not requirements:
         return spec
     env = environment_for(backend, spec, requirements, wheels_only=bool(values.get("wheels_only", True)))
-    if backend.isolated and (backend.describe(), env.path) not in _readable:
+    if backend.isolated and not env.volume and (backend.describe(), env.path) not in _readable:
         _check_readable(backend, env.path)
         _readable.add((backend.describe(), env.path))
     return with_environment(spec, backend, env)

@@ -60,6 +60,8 @@ class Environment:
     key: str
     path: str
     requirements: tuple[str, ...]
+    volume: str = ""
+    """The named volume holding a copy on a remote engine (mounted instead of ``path``), if any."""
 
 
 def installer_version() -> str:

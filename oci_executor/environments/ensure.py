@@ -38,6 +38,13 @@ def _indexed(name: str) -> str | None:
     return key if isinstance(key, str) else None
 
 
+def indexed_key(
+    image_id: str, facts: ImageFacts, requirements: Sequence[str], wheels_only: bool
+) -> str | None:
+    """The key this declared set resolved to for this image before (no pip), if it did."""
+    return _indexed(_index_name(image_id, facts, requirements, wheels_only))
+
+
 def _write_index(name: str, key: str) -> None:
     file = store.path("index", f"{name}.json")
     tmp = f"{file}.{os.getpid()}"

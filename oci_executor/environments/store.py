@@ -8,6 +8,7 @@ Layout under :func:`root` (``$OCI_EXECUTOR_ENV_DIR``, else ``$XDG_CACHE_HOME/oci
     locks/<key>.build      held (flock) by the one process building <key>
     locks/<key>.use        held shared by every process using <key>; prune takes it exclusively
     tmp/<key>.<pid>.<rand> a build in progress; renamed to envs/<key> when complete
+    engines/<hash>.json    a remote engine that holds copies in named volumes (see :mod:`.volumes`)
 
 A build happens in ``tmp/`` and becomes visible by one ``rename``: nothing half-built is ever
 used. The locks are ``flock`` locks, released by the kernel when their holder dies, so a
@@ -45,7 +46,7 @@ def path(*parts: str) -> str:
 
 def ensure() -> None:
     """Create the store's folders; readable by all (a rootless engine's user reads the mounts)."""
-    for sub in ("envs", "facts", "index", "locks", "tmp"):
+    for sub in ("envs", "facts", "index", "locks", "tmp", "engines"):
         os.makedirs(path(sub), mode=0o755, exist_ok=True)
 
 
@@ -87,16 +88,31 @@ def hold_for_use(key: str) -> None:
     _held[key] = fd
 
 
+def release_uses() -> None:
+    """Let go of every use lock this process holds (a run that is done with its environments)."""
+    while _held:
+        os.close(_held.popitem()[1])
+
+
 def new_build_dir(key: str) -> str:
     """A fresh folder in ``tmp/`` for a build of ``key``; leftovers of dead builders go first
     (the caller holds the build lock, so no live process owns them)."""
     ensure()
     for name in os.listdir(path("tmp")):
         if name.startswith(f"{key}."):
-            shutil.rmtree(path("tmp", name), ignore_errors=True)
+            discard(path("tmp", name))
     folder = path("tmp", f"{key}.{os.getpid()}.{os.urandom(4).hex()}")
     os.makedirs(folder, mode=0o755)
     return folder
+
+
+def discard(entry: str) -> None:
+    """Remove a folder or a file of ``tmp/`` (a build folder, an archive on its way to an engine)."""
+    if os.path.isdir(entry) and not os.path.islink(entry):
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.remove(entry)
 
 
 def publish(build_dir: str, key: str, meta: dict[str, Any]) -> str:
@@ -126,6 +142,16 @@ def touch(key: str, engine: str) -> None:
     with open(tmp, "w", encoding="utf-8") as handle:
         json.dump({"last_use": time.time(), "engines": sorted(engines)}, handle)
     os.replace(tmp, file)
+
+
+def last_use(key: str) -> dict[str, Any]:
+    """When ``key`` was last used and by which engines (``{}`` if never)."""
+    try:
+        with open(path("index", f"{key}{USE_FILE}"), encoding="utf-8") as handle:
+            found = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -162,11 +188,7 @@ def entries() -> list[Entry]:
                 meta = json.load(handle)
         except (OSError, ValueError):
             continue
-        try:
-            with open(path("index", f"{key}{USE_FILE}"), encoding="utf-8") as handle:
-                use = json.load(handle)
-        except (OSError, ValueError):
-            use = {}
+        use = last_use(key)
         found.append(
             Entry(
                 key=key,

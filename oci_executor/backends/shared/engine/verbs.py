@@ -23,6 +23,7 @@ from oci_executor.backend import (
 )
 from oci_executor.backends.shared.archive import make_tar, read_tar
 from oci_executor.backends.shared.engine.diagnosis import EngineDiagnosis
+from oci_executor.backends.shared.engine.envvolumes import SdkVolumes
 from oci_executor.backends.shared.intent import ContainerIntent, container_intent
 from oci_executor.backends.shared.sdk import timestamp
 from oci_executor.channel import Channel
@@ -77,6 +78,10 @@ class EngineBackend(EngineDiagnosis):
     def rootless(self) -> bool:
         """Whether the engine runs as a user (then mounted folders get ``keep-id``)."""
         return False
+
+    def environment_volumes(self) -> SdkVolumes | None:
+        """Named volumes for environments on a remote (``ssh://``) engine; None for a local one."""
+        return SdkVolumes(self) if self.remote() is not None else None
 
     def _before_start(self, obj: Any, spec: ContainerSpec) -> None:
         """Adjust a created container before it starts (engine-specific; nothing by default)."""
