@@ -194,18 +194,8 @@ def _sweep_tmp() -> None:
     for name in os.listdir(folder) if os.path.isdir(folder) else []:
         parts = name.split(".")
         pid = int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0
-        if pid and not _alive(pid):
+        if pid and not store.pid_alive(pid):
             store.discard(os.path.join(folder, name))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def add_parser(sub: Any, parse_duration: Callable[[str], float], age: Callable[[float | None], str]) -> None:

@@ -216,3 +216,15 @@ def remove(key: str) -> bool:
         with contextlib.suppress(OSError):
             os.remove(path("index", f"{key}{USE_FILE}"))
         return True
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs (a builder whose leftovers are not yet
+    garbage)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -172,19 +172,9 @@ def _dead(labels: Mapping[str, str], now: float) -> bool:
     """Whether the builder that labelled a volume or helper is gone (or, elsewhere, long gone)."""
     host, _, pid = labels.get(BUILDER, "").rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
-        return not _alive(int(pid))
+        return not store.pid_alive(int(pid))
     started = float(labels.get(STARTED, "0") or 0)
     return now - started > ORPHAN_AGE
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def sweep(volumes: EngineVolumes, key: str | None = None) -> list[str]:
